@@ -1,0 +1,120 @@
+//! Tokens here were produced outside this crate (Python's hmac/hashlib, the DJI demo's claim
+//! layout and its documented secret `CloudApiSample`), so they test our verifier against an
+//! independent signer rather than against our own `mint`.
+
+const DEMO_VALID: &str = "eyJ0eXAiOiJKV1QiLCJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJDbG91ZEFwaVNhbXBsZSIsImlzcyI6IkRKSSIsImlkIjoiYmU3YzZjM2QtYWZlOS00YmU0LWI5ZWItYzU1MDY2YzA5MTRlIiwidXNlcm5hbWUiOiJwaWxvdCIsInVzZXJfdHlwZSI6IjIiLCJ3b3Jrc3BhY2VfaWQiOiJlM2RlYTBmNS0zN2YyLTRkNzktYWU1OC00OTBhZjMyMjgwNjkiLCJuYmYiOjE3MDAwMDAwMDAsImlhdCI6MTcwMDAwMDAwMCwiZXhwIjo0MTAyNDQ0ODAwfQ.s7DPoXE8ng5c1QPU9OlavSRL7J7Mxfri7n5VggdJAOg";
+const DEMO_EXPIRED: &str = "eyJ0eXAiOiJKV1QiLCJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJDbG91ZEFwaVNhbXBsZSIsImlzcyI6IkRKSSIsImlkIjoiYmU3YzZjM2QtYWZlOS00YmU0LWI5ZWItYzU1MDY2YzA5MTRlIiwidXNlcm5hbWUiOiJwaWxvdCIsInVzZXJfdHlwZSI6IjIiLCJ3b3Jrc3BhY2VfaWQiOiJlM2RlYTBmNS0zN2YyLTRkNzktYWU1OC00OTBhZjMyMjgwNjkiLCJuYmYiOjE3MDAwMDAwMDAsImlhdCI6MTcwMDAwMDAwMCwiZXhwIjoxNzAwMDg2NDAwfQ.YqioEEnJEheLhFGzTyylWPPRUl6zB-OYfuvJpiqgjFM";
+const DEMO_NOT_YET: &str = "eyJ0eXAiOiJKV1QiLCJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJDbG91ZEFwaVNhbXBsZSIsImlzcyI6IkRKSSIsImlkIjoiYmU3YzZjM2QtYWZlOS00YmU0LWI5ZWItYzU1MDY2YzA5MTRlIiwidXNlcm5hbWUiOiJwaWxvdCIsInVzZXJfdHlwZSI6IjIiLCJ3b3Jrc3BhY2VfaWQiOiJlM2RlYTBmNS0zN2YyLTRkNzktYWU1OC00OTBhZjMyMjgwNjkiLCJuYmYiOjQwMDAwMDAwMDAsImlhdCI6MTcwMDAwMDAwMCwiZXhwIjo0MTAyNDQ0ODAwfQ.JqV6eAprfUR2MyOlhAsYFjmvZnDfjhFiPjNpo782I7A";
+const DEMO_NO_WORKSPACE: &str = "eyJ0eXAiOiJKV1QiLCJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJDbG91ZEFwaVNhbXBsZSIsImlzcyI6IkRKSSIsImlkIjoiYmU3YzZjM2QtYWZlOS00YmU0LWI5ZWItYzU1MDY2YzA5MTRlIiwidXNlcm5hbWUiOiJwaWxvdCIsInVzZXJfdHlwZSI6IjIiLCJuYmYiOjE3MDAwMDAwMDAsImlhdCI6MTcwMDAwMDAwMCwiZXhwIjo0MTAyNDQ0ODAwfQ.p-qoNb936R1jrkwwlvub57hEGrdtLS4OPIAkt0SeoEQ";
+const DEMO_OTHER_SECRET: &str = "eyJ0eXAiOiJKV1QiLCJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJDbG91ZEFwaVNhbXBsZSIsImlzcyI6IkRKSSIsImlkIjoiYmU3YzZjM2QtYWZlOS00YmU0LWI5ZWItYzU1MDY2YzA5MTRlIiwidXNlcm5hbWUiOiJwaWxvdCIsInVzZXJfdHlwZSI6IjIiLCJ3b3Jrc3BhY2VfaWQiOiJlM2RlYTBmNS0zN2YyLTRkNzktYWU1OC00OTBhZjMyMjgwNjkiLCJuYmYiOjE3MDAwMDAwMDAsImlhdCI6MTcwMDAwMDAwMCwiZXhwIjo0MTAyNDQ0ODAwfQ.sMvs-SkJg6vrxxMMlo6nURoNqxUJPN7MpIrjYH8Eoe8";
+const ALG_NONE: &str = "eyJ0eXAiOiJKV1QiLCJhbGciOiJub25lIn0.eyJzdWIiOiJDbG91ZEFwaVNhbXBsZSIsImlzcyI6IkRKSSIsImlkIjoiYmU3YzZjM2QtYWZlOS00YmU0LWI5ZWItYzU1MDY2YzA5MTRlIiwidXNlcm5hbWUiOiJwaWxvdCIsInVzZXJfdHlwZSI6IjIiLCJ3b3Jrc3BhY2VfaWQiOiJlM2RlYTBmNS0zN2YyLTRkNzktYWU1OC00OTBhZjMyMjgwNjkiLCJuYmYiOjE3MDAwMDAwMDAsImlhdCI6MTcwMDAwMDAwMCwiZXhwIjo0MTAyNDQ0ODAwfQ.";
+const NUMERIC_CLAIMS: &str = "eyJ0eXAiOiJKV1QiLCJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJDbG91ZEFwaVNhbXBsZSIsImlzcyI6IkRKSSIsImlkIjo0MiwidXNlcm5hbWUiOiJwaWxvdCIsInVzZXJfdHlwZSI6Miwid29ya3NwYWNlX2lkIjoiZTNkZWEwZjUtMzdmMi00ZDc5LWFlNTgtNDkwYWYzMjI4MDY5IiwibmJmIjoxNzAwMDAwMDAwLCJpYXQiOjE3MDAwMDAwMDAsImV4cCI6NDEwMjQ0NDgwMH0.BGnCxLBsyMUM4wInyGTBM2pc9d2B_-nxSGCJTRMPUY4";
+
+use super::*;
+
+fn verifier(issuer: Option<&str>) -> Verifier {
+    let config = AuthConfig {
+        issuer: issuer.map(str::to_owned),
+        ..AuthConfig::default()
+    };
+    Verifier::new(&Secret::new("CloudApiSample"), &config).expect("verifier")
+}
+
+#[tokio::test]
+async fn dji_demo_tokens_verify() {
+    let claims = verifier(None)
+        .verify(DEMO_VALID)
+        .await
+        .expect("valid demo token");
+    assert_eq!(claims.workspace_id, "e3dea0f5-37f2-4d79-ae58-490af3228069");
+    assert_eq!(claims.username.as_deref(), Some("pilot"));
+    assert_eq!(claims.user_type.as_deref(), Some("2"));
+    assert_eq!(claims.subject(), "pilot");
+    assert!(verifier(Some("DJI")).verify(DEMO_VALID).await.is_ok());
+}
+
+#[tokio::test]
+async fn numeric_custom_claims_are_tolerated() {
+    let claims = verifier(None).verify(NUMERIC_CLAIMS).await.expect("valid");
+    assert_eq!(claims.user_type.as_deref(), Some("2"));
+    assert_eq!(claims.id.as_deref(), Some("42"));
+}
+
+#[tokio::test]
+async fn every_failure_is_classified() {
+    let v = verifier(None);
+    assert_eq!(v.verify("").await.err(), Some(Error::Missing));
+    assert_eq!(v.verify(DEMO_EXPIRED).await.err(), Some(Error::Expired));
+    assert_eq!(v.verify(DEMO_NOT_YET).await.err(), Some(Error::NotYetValid));
+    assert_eq!(
+        v.verify(DEMO_OTHER_SECRET).await.err(),
+        Some(Error::BadSignature)
+    );
+    assert!(
+        matches!(v.verify(DEMO_NO_WORKSPACE).await, Err(Error::Claims(m)) if m.contains("workspace_id"))
+    );
+    assert!(matches!(v.verify(ALG_NONE).await, Err(Error::Malformed(_))));
+    assert!(matches!(v.verify("abc").await, Err(Error::Malformed(_))));
+    assert!(matches!(v.verify("a.b.c").await, Err(Error::Malformed(_))));
+    assert_eq!(
+        verifier(Some("stsgate")).verify(DEMO_VALID).await.err(),
+        Some(Error::WrongIssuer)
+    );
+}
+
+#[tokio::test]
+async fn tampered_payloads_fail_the_signature() {
+    let mut parts: Vec<String> = DEMO_VALID.split('.').map(str::to_owned).collect();
+    let forged = base64::Engine::encode(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+        br#"{"workspace_id":"other","exp":4102444800}"#,
+    );
+    parts[1] = forged;
+    assert_eq!(
+        verifier(None).verify(&parts.join(".")).await.err(),
+        Some(Error::BadSignature)
+    );
+}
+
+#[tokio::test]
+async fn minted_tokens_verify_and_carry_the_workspace() {
+    let secret = Secret::new("CloudApiSample");
+    let token = mint(&secret, "ws-1", "ops", Duration::from_secs(60), Some("DJI")).expect("minted");
+    let claims = verifier(Some("DJI"))
+        .verify(&token)
+        .await
+        .expect("verifies");
+    assert_eq!(claims.workspace_id, "ws-1");
+    assert_eq!(claims.exp - claims.iat.unwrap_or_default(), 60);
+    let expired = mint(&secret, "ws-1", "ops", Duration::ZERO, None).expect("minted");
+    let strict = Verifier::new(
+        &secret,
+        &AuthConfig {
+            leeway: Duration::ZERO,
+            ..AuthConfig::default()
+        },
+    )
+    .expect("verifier");
+    std::thread::sleep(Duration::from_millis(1100));
+    assert_eq!(strict.verify(&expired).await.err(), Some(Error::Expired));
+}
+
+#[tokio::test]
+async fn errors_never_echo_the_token() {
+    for token in [
+        DEMO_EXPIRED,
+        DEMO_OTHER_SECRET,
+        ALG_NONE,
+        "garbage.token.value",
+    ] {
+        let message = verifier(None)
+            .verify(token)
+            .await
+            .expect_err("refused")
+            .to_string();
+        assert!(
+            !message.contains(token) && !message.contains("eyJ"),
+            "{message}"
+        );
+    }
+}

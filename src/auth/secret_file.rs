@@ -1,0 +1,75 @@
+//! Where the JWT secret comes from: `auth.jwt_secret` (environment), `auth.jwt_secret_file`, or
+//! else `{data_dir}/jwt_secret`, generated on first use and reused after, so that `stsgate token`
+//! and `stsgate serve` agree without any set-up.
+
+use std::path::Path;
+
+use crate::config::AuthConfig;
+use crate::issuer::local::{create_private_dir, write_private_atomically};
+use crate::random;
+use crate::secret::Secret;
+
+/// The JWT secret, generating it into the data dir when none is configured.
+pub fn load_or_generate(config: &AuthConfig, data_dir: &Path) -> Result<Secret, String> {
+    if let Some(secret) = &config.jwt_secret {
+        return Ok(secret.clone());
+    }
+    if let Some(path) = &config.jwt_secret_file {
+        return read_secret(path)
+            .map_err(|e| format!("auth.jwt_secret_file {}: {e}", path.display()));
+    }
+    let path = data_dir.join("jwt_secret");
+    match read_secret(&path) {
+        Ok(secret) => Ok(secret),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            create_private_dir(data_dir)
+                .map_err(|e| format!("cannot create data dir {}: {e}", data_dir.display()))?;
+            let secret = random::string(random::BASE64, 64)
+                .map_err(|e| format!("no randomness from the OS: {e}"))?;
+            write_private_atomically(&path, secret.as_bytes())
+                .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+            tracing::info!(path = %path.display(), "generated a new JWT secret");
+            Ok(Secret::new(secret))
+        }
+        Err(e) => Err(format!("cannot read {}: {e}", path.display())),
+    }
+}
+
+fn read_secret(path: &Path) -> std::io::Result<Secret> {
+    let text = std::fs::read_to_string(path)?;
+    let secret = text.trim();
+    if secret.is_empty() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "the file is empty",
+        ));
+    }
+    Ok(Secret::new(secret))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_once_then_reused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data = dir.path().join("data");
+        let a = load_or_generate(&AuthConfig::default(), &data).expect("generated");
+        let b = load_or_generate(&AuthConfig::default(), &data).expect("reused");
+        assert_eq!(a, b);
+        assert_eq!(a.expose().len(), 64);
+    }
+
+    #[test]
+    fn configured_secret_wins() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = AuthConfig {
+            jwt_secret: Some(Secret::new("CloudApiSample")),
+            ..AuthConfig::default()
+        };
+        let s = load_or_generate(&config, dir.path()).expect("configured");
+        assert_eq!(s.expose(), "CloudApiSample");
+        assert!(!dir.path().join("jwt_secret").exists());
+    }
+}

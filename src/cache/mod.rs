@@ -1,0 +1,246 @@
+//! Per-scope credential cache with single-flight and refresh-ahead (DESIGN "Credentials").
+//!
+//! For each scope there is one slot holding the current credential and at most one upstream call
+//! in flight. A request finds the credential:
+//! - **fresh** (more than half its life left): served as is;
+//! - **stale** (half or less, above `min_remaining`): served, and one background refresh starts;
+//! - **unusable** or absent: the request waits on the single upstream call, which every other
+//!   request for the scope joins.
+//!
+//! The upstream call runs in its own task, so it completes (and its result is cached) even when
+//! the requests that wanted it give up. A failure is remembered for `failure_backoff`: requests in
+//! that window get the same error without calling upstream again, and a failed background refresh
+//! keeps serving the still-usable credential.
+
+mod entry;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+pub use entry::{Entry, Freshness, Lifetimes};
+
+use crate::config::StorageConfig;
+use crate::gateway::Scope;
+use crate::issuer::{Error, IssueRequest, IssuedCredential, IssuerHandle};
+
+/// The cache. Cheap to clone; clones share state.
+#[derive(Clone)]
+pub struct Cache {
+    inner: Arc<Inner>,
+}
+
+/// A credential handed out.
+#[derive(Clone, Debug)]
+pub struct Lease {
+    /// The credential.
+    pub credential: Arc<IssuedCredential>,
+    /// Seconds a device may rely on it (remaining life minus the margin).
+    pub expire: u64,
+    /// True when no upstream call was needed for this request.
+    pub hit: bool,
+}
+
+struct Inner {
+    issuer: IssuerHandle,
+    policy: Lifetimes,
+    duration: Duration,
+    timeout: Duration,
+    failure_backoff: Duration,
+    slots: Mutex<HashMap<Scope, Arc<Slot>>>,
+}
+
+type Outcome = Option<Result<Entry, Error>>;
+
+#[derive(Default)]
+struct Slot {
+    state: Mutex<SlotState>,
+}
+
+#[derive(Default)]
+struct SlotState {
+    current: Option<Entry>,
+    flight: Option<watch::Receiver<Outcome>>,
+    failure: Option<(Instant, Error)>,
+}
+
+// === impl Cache ===
+
+impl Cache {
+    /// A cache in front of `issuer` with the lifetimes of `[storage]`.
+    pub fn new(issuer: IssuerHandle, storage: &StorageConfig) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                issuer,
+                policy: Lifetimes {
+                    min_remaining: storage.min_remaining,
+                    expire_margin: storage.expire_margin,
+                },
+                duration: storage.duration,
+                timeout: storage.upstream_timeout,
+                failure_backoff: storage.failure_backoff,
+                slots: Mutex::default(),
+            }),
+        }
+    }
+
+    /// A usable credential for `scope`, from the cache or from one shared upstream call.
+    pub async fn get(&self, scope: &Scope) -> Result<Lease, Error> {
+        let slot = self.slot(scope);
+        let mut flight = {
+            let mut state = lock(&slot.state);
+            let now = Instant::now();
+            if let Some(entry) = &state.current {
+                match entry.freshness(now, &self.inner.policy) {
+                    Freshness::Fresh => return Ok(self.lease(entry, now, true, "hit")),
+                    Freshness::Stale => {
+                        let lease = self.lease(entry, now, true, "stale");
+                        if state.flight.is_none() && !state.backing_off(now) {
+                            state.flight = Some(self.start(scope, &slot));
+                            metrics::counter!("stsgate_cache_refreshes_total").increment(1);
+                        }
+                        return Ok(lease);
+                    }
+                    Freshness::Unusable => {}
+                }
+            }
+            match &state.flight {
+                Some(flight) => {
+                    metrics::counter!("stsgate_cache_requests_total", "outcome" => "joined")
+                        .increment(1);
+                    flight.clone()
+                }
+                None => {
+                    if let Some((until, error)) = &state.failure
+                        && now < *until
+                    {
+                        metrics::counter!("stsgate_cache_requests_total", "outcome" => "failure_cached").increment(1);
+                        return Err(error.clone());
+                    }
+                    metrics::counter!("stsgate_cache_requests_total", "outcome" => "miss")
+                        .increment(1);
+                    let flight = self.start(scope, &slot);
+                    state.flight = Some(flight.clone());
+                    flight
+                }
+            }
+        };
+        let outcome = flight.wait_for(Option::is_some).await.map(|o| o.clone());
+        match outcome {
+            Ok(Some(Ok(entry))) => Ok(Lease {
+                expire: entry.expire_secs(Instant::now(), &self.inner.policy),
+                credential: entry.credential,
+                hit: false,
+            }),
+            Ok(Some(Err(error))) => Err(error),
+            Ok(None) | Err(_) => Err(Error::Internal(
+                "the credential request was abandoned".to_owned(),
+            )),
+        }
+    }
+
+    /// How many scopes have a slot.
+    pub fn scopes(&self) -> usize {
+        lock(&self.inner.slots).len()
+    }
+
+    fn slot(&self, scope: &Scope) -> Arc<Slot> {
+        let mut slots = lock(&self.inner.slots);
+        if let Some(slot) = slots.get(scope) {
+            return slot.clone();
+        }
+        let slot = Arc::new(Slot::default());
+        slots.insert(scope.clone(), slot.clone());
+        slot
+    }
+
+    fn lease(&self, entry: &Entry, now: Instant, hit: bool, outcome: &'static str) -> Lease {
+        metrics::counter!("stsgate_cache_requests_total", "outcome" => outcome).increment(1);
+        Lease {
+            credential: entry.credential.clone(),
+            expire: entry.expire_secs(now, &self.inner.policy),
+            hit,
+        }
+    }
+
+    /// Starts the one upstream call for `scope` in its own task.
+    fn start(&self, scope: &Scope, slot: &Arc<Slot>) -> watch::Receiver<Outcome> {
+        let (tx, rx) = watch::channel(None);
+        let (inner, scope, slot) = (self.inner.clone(), scope.clone(), slot.clone());
+        tokio::spawn(async move {
+            let result = inner.issue(scope).await;
+            {
+                let mut state = lock(&slot.state);
+                match &result {
+                    Ok(entry) => {
+                        state.current = Some(entry.clone());
+                        state.failure = None;
+                    }
+                    Err(error) => {
+                        state.failure =
+                            Some((Instant::now() + inner.failure_backoff, error.clone()))
+                    }
+                }
+                state.flight = None;
+            }
+            // Nobody waiting (a background refresh) is fine.
+            let _ = tx.send(Some(result));
+        });
+        rx
+    }
+}
+
+// === impl Inner ===
+
+impl Inner {
+    async fn issue(&self, scope: Scope) -> Result<Entry, Error> {
+        let provider = self.issuer.kind().as_str();
+        let request = IssueRequest {
+            scope,
+            duration: self.duration,
+        };
+        let started = Instant::now();
+        let result = match tokio::time::timeout(self.timeout, self.issuer.issue(&request)).await {
+            Ok(result) => result,
+            Err(_) => Err(Error::Timeout(self.timeout)),
+        }
+        .and_then(|credential| {
+            let entry = Entry::new(credential, Instant::now(), SystemTime::now());
+            match entry.freshness(Instant::now(), &self.policy) {
+                Freshness::Unusable => Err(Error::TooShort(entry.remaining(Instant::now()))),
+                _ => Ok(entry),
+            }
+        });
+        let outcome = result.as_ref().map_or_else(Error::label, |_| "ok");
+        metrics::counter!("stsgate_upstream_calls_total", "provider" => provider, "outcome" => outcome).increment(1);
+        metrics::histogram!("stsgate_upstream_seconds", "provider" => provider, "outcome" => outcome)
+            .record(started.elapsed().as_secs_f64());
+        match &result {
+            Ok(_) => {
+                tracing::debug!(provider, prefix = %request.scope.prefix, "issued a credential")
+            }
+            Err(error) => {
+                tracing::warn!(provider, prefix = %request.scope.prefix, %error, "upstream credential request failed")
+            }
+        }
+        result
+    }
+}
+
+// === impl SlotState ===
+
+impl SlotState {
+    fn backing_off(&self, now: Instant) -> bool {
+        self.failure.as_ref().is_some_and(|(until, _)| now < *until)
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests;

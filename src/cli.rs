@@ -1,0 +1,267 @@
+//! The command line: `serve`, `token`, `config`. Flags override environment variables, which
+//! override the config file, which overrides the defaults.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+
+use stsgate::app::Service;
+use stsgate::auth;
+use stsgate::config::{self, Config, Sources};
+use stsgate::gateway::WorkspaceId;
+use stsgate::telemetry;
+
+/// Temporary, least-privilege storage credentials for DJI Cloud API docks and Pilot 2.
+#[derive(Debug, Parser)]
+#[command(name = "stsgate", version, about)]
+pub struct Cli {
+    #[command(flatten)]
+    global: Global,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Args)]
+struct Global {
+    /// TOML config file. Without one, the embedded default runs.
+    #[arg(long, global = true, env = "STSGATE_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Data directory (secrets, minted credentials, objects) [env: STSGATE_DATA_DIR].
+    #[arg(long, global = true, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Log format: text or json [env: STSGATE_LOG__FORMAT].
+    #[arg(long, global = true, value_name = "FORMAT")]
+    log_format: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the service.
+    Serve(ServeArgs),
+    /// Print an x-auth-token for a workspace, signed with the configured secret.
+    Token(TokenArgs),
+    /// Prove the configuration end to end, as a dock would; exits non-zero on failure.
+    Check(CheckArgs),
+    /// Print the effective configuration (secrets redacted).
+    Config,
+}
+
+#[derive(Debug, Args)]
+struct CheckArgs {
+    /// Workspace whose prefix the probe is written under.
+    #[arg(long, default_value = "stsgate-check")]
+    workspace: String,
+    /// Embedded S3 store listen address, when the check has to start one [env: STSGATE_STORAGE__LOCAL__LISTEN].
+    #[arg(long, value_name = "ADDR")]
+    storage_local_listen: Option<SocketAddr>,
+}
+
+#[derive(Debug, Args)]
+struct ServeArgs {
+    /// HTTP API listen address [env: STSGATE_HTTP__LISTEN].
+    #[arg(long, value_name = "ADDR")]
+    http_listen: Option<SocketAddr>,
+    /// Embedded MQTT broker listen address [env: STSGATE_MQTT__EMBEDDED_LISTEN].
+    #[arg(long, value_name = "ADDR")]
+    mqtt_embedded_listen: Option<SocketAddr>,
+    /// External broker, mqtt://host:port, instead of the embedded one [env: STSGATE_MQTT__URL].
+    #[arg(long, value_name = "URL")]
+    mqtt_url: Option<String>,
+    /// Embedded S3 store listen address [env: STSGATE_STORAGE__LOCAL__LISTEN].
+    #[arg(long, value_name = "ADDR")]
+    storage_local_listen: Option<SocketAddr>,
+}
+
+#[derive(Debug, Args)]
+struct TokenArgs {
+    /// Workspace id the token is for.
+    #[arg(long)]
+    workspace: String,
+    /// Lifetime, e.g. 24h, 30m.
+    #[arg(long, default_value = "24h", value_parser = parse_duration)]
+    ttl: Duration,
+    /// Username claim.
+    #[arg(long, default_value = "stsgate")]
+    username: String,
+}
+
+/// Exit code for a configuration that cannot be used (EX_CONFIG).
+pub const EXIT_CONFIG: i32 = 78;
+
+// === impl Cli ===
+
+impl Cli {
+    /// Loads the configuration from the file, the environment and the flags.
+    pub fn load_config(&self) -> Result<Config, config::Error> {
+        let mut flags = Vec::new();
+        let mut flag = |key: &str, value: Option<String>| {
+            if let Some(value) = value {
+                flags.push((key.to_owned(), value));
+            }
+        };
+        flag(
+            "data_dir",
+            self.global
+                .data_dir
+                .as_ref()
+                .map(|p| p.display().to_string()),
+        );
+        flag("log.format", self.global.log_format.clone());
+        if let Command::Serve(serve) = &self.command {
+            flag("http.listen", serve.http_listen.map(|a| a.to_string()));
+            flag(
+                "mqtt.embedded_listen",
+                serve.mqtt_embedded_listen.map(|a| a.to_string()),
+            );
+            flag("mqtt.url", serve.mqtt_url.clone());
+            flag(
+                "storage.local.listen",
+                serve.storage_local_listen.map(|a| a.to_string()),
+            );
+        }
+        if let Command::Check(check) = &self.command {
+            flag(
+                "storage.local.listen",
+                check.storage_local_listen.map(|a| a.to_string()),
+            );
+        }
+        config::load(&Sources {
+            file: self.global.config.clone(),
+            env: std::env::vars().collect(),
+            flags,
+        })
+    }
+
+    /// Runs the command.
+    pub async fn run(self, config: Config) -> anyhow::Result<()> {
+        match self.command {
+            Command::Serve(_) => serve(config).await,
+            Command::Token(args) => token(&config, &args),
+            Command::Check(args) => check(config, &args).await,
+            Command::Config => {
+                say(&toml::to_string_pretty(&config).context("cannot print the configuration")?);
+                Ok(())
+            }
+        }
+    }
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    telemetry::init_logging(&config.log);
+    let (data_dir, bucket, provider) = (
+        config.data_dir.clone(),
+        config.storage.bucket.clone(),
+        config.storage.provider,
+    );
+    let service = Service::start(config).await?;
+    if !service.wait_ready(Duration::from_secs(5)).await {
+        tracing::warn!(broker = %service.broker, "not subscribed yet; still trying in the background");
+    }
+    let broker_kind = if service.embedded_broker {
+        "embedded"
+    } else {
+        "external"
+    };
+    let mut banner = format!(
+        "stsgate is ready\n  \
+         HTTP API     http://{http}  (POST /storage/api/v1/workspaces/{{workspace_id}}/sts)\n  \
+         MQTT broker  {broker} ({broker_kind}); docks publish on thing/product/{{sn}}/requests\n  \
+         storage      {provider} credentials for {endpoint}, bucket {bucket} (devices see provider \"{wire}\")\n",
+        http = service.http_addr,
+        broker = service.broker,
+        endpoint = service.gateway.endpoint(),
+        wire = provider.wire(),
+    );
+    if let Some(store) = &service.store {
+        banner.push_str(&format!(
+            "  S3 store     http://{} (embedded), objects in {}\n",
+            store.addr,
+            store.root.display()
+        ));
+        let admin = &store.admin;
+        if store.admin_generated {
+            banner.push_str(&format!(
+                "  store admin  {} / {}  (generated now and shown only this once; kept in {})\n",
+                admin.access_key_id,
+                admin.secret_access_key.expose(),
+                data_dir
+                    .join(stsgate::embedded::store::ADMIN_FILE)
+                    .display(),
+            ));
+        } else {
+            banner.push_str(&format!(
+                "  store admin  {} (secret in the data dir or your configuration)\n",
+                admin.access_key_id
+            ));
+        }
+    }
+    banner.push_str(&format!(
+        "  data dir     {}\n  a token      stsgate token --workspace default",
+        data_dir.display()
+    ));
+    say(&banner);
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    service.stop().await;
+    Ok(())
+}
+
+async fn check(config: Config, args: &CheckArgs) -> anyhow::Result<()> {
+    let workspace = WorkspaceId::parse(&args.workspace)?;
+    say(&format!(
+        "stsgate check: provider {}, bucket {}",
+        config.storage.provider, config.storage.bucket
+    ));
+    let report = stsgate::check::run(config, workspace).await;
+    say(report.render().trim_end());
+    anyhow::ensure!(report.passed(), "check failed");
+    Ok(())
+}
+
+fn token(config: &Config, args: &TokenArgs) -> anyhow::Result<()> {
+    WorkspaceId::parse(&args.workspace)?;
+    let secret =
+        auth::load_or_generate(&config.auth, &config.data_dir).map_err(anyhow::Error::msg)?;
+    let token = auth::mint(
+        &secret,
+        &args.workspace,
+        &args.username,
+        args.ttl,
+        config.auth.issuer.as_deref(),
+    )?;
+    say(&token);
+    Ok(())
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| e.to_string())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+/// Writes a line to standard output (the CLI's own output, not logging).
+#[allow(clippy::print_stdout)]
+fn say(text: &str) {
+    println!("{text}");
+}

@@ -1,0 +1,65 @@
+//! Durations in config: a number of seconds (`3600`) or a human string (`"1h"`, `"90s"`,
+//! `"5m 30s"`); written back as a human string.
+
+use std::time::Duration;
+
+use serde::Serializer;
+use serde::de::{self, Deserializer, Visitor};
+
+/// Serde `serialize_with`.
+pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&humantime::format_duration(*d).to_string())
+}
+
+/// Serde `deserialize_with`.
+pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    d.deserialize_any(DurationVisitor)
+}
+
+/// Parses a duration as config accepts it.
+pub fn parse(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    if let Ok(secs) = s.parse::<u64>() {
+        return Ok(Duration::from_secs(secs));
+    }
+    humantime::parse_duration(s)
+        .map_err(|e| format!("`{s}` is not a duration ({e}); try \"90s\", \"15m\" or \"1h\""))
+}
+
+struct DurationVisitor;
+
+impl Visitor<'_> for DurationVisitor {
+    type Value = Duration;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a duration: seconds, or a string like \"90s\", \"15m\", \"1h\"")
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Duration, E> {
+        Ok(Duration::from_secs(v))
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Duration, E> {
+        u64::try_from(v)
+            .map(Duration::from_secs)
+            .map_err(|_| E::custom("a duration cannot be negative"))
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Duration, E> {
+        parse(v).map_err(E::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_seconds_and_human_strings() {
+        assert_eq!(parse("3600"), Ok(Duration::from_secs(3600)));
+        assert_eq!(parse("1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(parse("5m 30s"), Ok(Duration::from_secs(330)));
+        assert!(parse("soon").is_err());
+        assert!(parse("-5").is_err());
+    }
+}

@@ -1,0 +1,202 @@
+use std::io::Write;
+use std::time::Duration;
+
+use super::*;
+
+fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+fn toml_file(text: &str) -> tempfile::NamedTempFile {
+    let mut f = tempfile::NamedTempFile::new().expect("temp file");
+    f.write_all(text.as_bytes()).expect("write");
+    f
+}
+
+#[test]
+fn no_sources_is_the_embedded_default() {
+    let c = load(&Sources::default()).expect("defaults are valid");
+    assert_eq!(c.http.listen.to_string(), "127.0.0.1:6789");
+    assert_eq!(c.mqtt.embedded_listen.to_string(), "127.0.0.1:1883");
+    assert_eq!(c.storage.local.listen.to_string(), "127.0.0.1:9000");
+    assert_eq!(c.data_dir.to_str(), Some("./stsgate-data"));
+    assert_eq!(c.default_workspace(), Some("default"));
+    assert_eq!(c.advertised_endpoint(), "http://127.0.0.1:9000");
+    assert!(c.mqtt.url.is_none());
+}
+
+#[test]
+fn flag_beats_env_beats_file_beats_default() {
+    let f = toml_file("[http]\nlisten = \"127.0.0.1:1001\"\n[storage]\nduration = \"2h\"\n");
+    let file = Some(f.path().to_path_buf());
+    let env = env(&[("STSGATE_HTTP__LISTEN", "127.0.0.1:1002"), ("PATH", "/bin")]);
+    let flags = vec![("http.listen".to_owned(), "127.0.0.1:1003".to_owned())];
+
+    let all = Sources {
+        file: file.clone(),
+        env: env.clone(),
+        flags,
+    };
+    assert_eq!(load(&all).expect("valid").http.listen.port(), 1003);
+    let no_flag = Sources {
+        file: file.clone(),
+        env,
+        flags: vec![],
+    };
+    assert_eq!(load(&no_flag).expect("valid").http.listen.port(), 1002);
+    let file_only = Sources {
+        file,
+        ..Sources::default()
+    };
+    let c = load(&file_only).expect("valid");
+    assert_eq!(c.http.listen.port(), 1001);
+    assert_eq!(c.storage.duration, Duration::from_secs(7200));
+    // Under a config file, unbound devices are refused unless a default workspace is set.
+    assert_eq!(c.default_workspace(), None);
+}
+
+#[test]
+fn env_reaches_nested_and_numeric_keys() {
+    let e = env(&[
+        ("STSGATE_DATA_DIR", "/tmp/x"),
+        ("STSGATE_MQTT__URL", "mqtt://127.0.0.1:1"),
+        ("STSGATE_MQTT__REPLY_QOS", "2"),
+        ("STSGATE_STORAGE__LOCAL__LISTEN", "127.0.0.1:0"),
+        ("STSGATE_STORAGE__DURATION", "900"),
+        ("STSGATE_STORAGE__MIN_REMAINING", "60"),
+        ("STSGATE_STORAGE__EXPIRE_MARGIN", "30s"),
+        ("STSGATE_AUTH__JWT_SECRET", "12345"),
+        ("STSGATE_DEVICES__DEFAULT_WORKSPACE", ""),
+        ("STSGATE_CONFIG", "ignored.toml"),
+    ]);
+    let c = load(&Sources {
+        env: e,
+        ..Sources::default()
+    })
+    .expect("valid");
+    assert_eq!(c.data_dir.to_str(), Some("/tmp/x"));
+    assert_eq!(c.mqtt.url.as_deref(), Some("mqtt://127.0.0.1:1"));
+    assert_eq!(c.mqtt.reply_qos, 2);
+    assert_eq!(c.storage.local.listen.port(), 0);
+    assert_eq!(c.storage.duration, Duration::from_secs(900));
+    assert_eq!(
+        c.auth.jwt_secret.as_ref().map(|s| s.expose()),
+        Some("12345")
+    );
+    assert_eq!(c.default_workspace(), None);
+}
+
+#[test]
+fn bad_values_name_their_key() {
+    let cases = [
+        ("STSGATE_HTTP__LISTEN", "nope", "http.listen"),
+        ("STSGATE_STORAGE__DURATION", "soon", "storage.duration"),
+        ("STSGATE_STORAGE__BUCKET", "Bad_Bucket", "storage.bucket"),
+        ("STSGATE_STORAGE__PROVIDER", "gcs", "storage.provider"),
+        ("STSGATE_MQTT__URL", "http://x", "mqtt.url"),
+        (
+            "STSGATE_STORAGE__OBJECT_KEY_PREFIX",
+            "{gateway}",
+            "storage.object_key_prefix",
+        ),
+        (
+            "STSGATE_STORAGE__ENDPOINT",
+            "oss.example.com",
+            "storage.endpoint",
+        ),
+        (
+            "STSGATE_DEVICES__DEFAULT_WORKSPACE",
+            "../etc",
+            "devices.default_workspace",
+        ),
+        ("STSGATE_HTTP__LISTN", "127.0.0.1:1", "listn"),
+    ];
+    for (k, v, key) in cases {
+        let err = load(&Sources {
+            env: env(&[(k, v)]),
+            ..Sources::default()
+        })
+        .expect_err(k)
+        .to_string();
+        assert!(err.contains(key), "{k}={v}: `{err}` should name {key}");
+    }
+}
+
+#[test]
+fn every_problem_is_reported_at_once() {
+    let e = env(&[
+        ("STSGATE_STORAGE__BUCKET", "x"),
+        ("STSGATE_STORAGE__REGION", ""),
+    ]);
+    match load(&Sources {
+        env: e,
+        ..Sources::default()
+    }) {
+        Err(Error::Invalid(problems)) => {
+            let keys: Vec<_> = problems.iter().map(|p| p.key.as_str()).collect();
+            assert_eq!(keys, ["storage.bucket", "storage.region"]);
+        }
+        other => panic!("expected Invalid, got {other:?}"),
+    }
+}
+
+#[test]
+fn secrets_may_not_be_written_in_the_file() {
+    let f = toml_file("[auth]\njwt_secret = \"file-secret-value\"\n");
+    let err = load(&Sources {
+        file: Some(f.path().to_path_buf()),
+        ..Sources::default()
+    })
+    .expect_err("refused");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("auth.jwt_secret") && msg.contains("STSGATE_AUTH__JWT_SECRET"),
+        "{msg}"
+    );
+    assert!(!msg.contains("file-secret-value"), "{msg}");
+}
+
+#[test]
+fn unknown_file_keys_and_missing_files_fail() {
+    let f = toml_file("[storage]\nbukket = \"media\"\n");
+    let err = load(&Sources {
+        file: Some(f.path().to_path_buf()),
+        ..Sources::default()
+    })
+    .expect_err("refused");
+    assert!(err.to_string().contains("bukket"), "{err}");
+    let missing = Sources {
+        file: Some("/nonexistent/stsgate.toml".into()),
+        ..Sources::default()
+    };
+    assert!(
+        load(&missing)
+            .expect_err("refused")
+            .to_string()
+            .contains("/nonexistent/stsgate.toml")
+    );
+}
+
+#[test]
+fn debug_of_config_hides_secrets() {
+    let e = env(&[
+        ("STSGATE_AUTH__JWT_SECRET", "jwt-secret-value"),
+        ("STSGATE_MQTT__PASSWORD", "broker-password"),
+    ]);
+    let c = load(&Sources {
+        env: e,
+        ..Sources::default()
+    })
+    .expect("valid");
+    let dbg = format!("{c:?}");
+    let toml = toml::to_string(&c).expect("serializes");
+    for text in [dbg, toml] {
+        assert!(
+            !text.contains("jwt-secret-value") && !text.contains("broker-password"),
+            "{text}"
+        );
+    }
+}

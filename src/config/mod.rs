@@ -1,0 +1,376 @@
+//! Configuration: types with documented defaults ([`Config`]), loading from defaults, a TOML
+//! file, `STSGATE_<SECTION>__<KEY>` environment variables and command-line flags, in that order of
+//! increasing precedence ([`load`]), and validation that names every bad key (`validate`, reported as [`Problem`]s).
+//!
+//! Secrets (`auth.jwt_secret`, `mqtt.password`) may come from the environment, never from the
+//! file: the file is meant to be committed and shared; use `*_file` keys to point at a secret file.
+
+mod duration;
+mod load;
+mod validate;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+pub use load::{Error, Sources, load};
+pub use validate::Problem;
+
+use crate::issuer::ProviderKind;
+use crate::secret::Secret;
+
+/// The whole configuration.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Where generated secrets, minted credentials and stored objects live.
+    pub data_dir: PathBuf,
+    /// The HTTP API (Pilot 2).
+    pub http: HttpConfig,
+    /// The MQTT session (docks).
+    pub mqtt: MqttConfig,
+    /// `x-auth-token` verification.
+    pub auth: AuthConfig,
+    /// Where devices upload and how their credentials are obtained.
+    pub storage: StorageConfig,
+    /// Gateway serial number → workspace.
+    pub devices: DevicesConfig,
+    /// Logging.
+    pub log: LogConfig,
+    /// The audit log of credentials handed out.
+    pub audit: AuditConfig,
+    /// Rate limits.
+    pub limits: LimitsConfig,
+}
+
+/// `[limits]`: token buckets per gateway serial number and per token subject; 0 per minute
+/// disables a limit.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Sustained requests per minute per gateway.
+    pub device_per_minute: u32,
+    /// Requests a gateway may make at once.
+    pub device_burst: u32,
+    /// Sustained requests per minute per token subject.
+    pub subject_per_minute: u32,
+    /// Requests a token subject may make at once.
+    pub subject_burst: u32,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            device_per_minute: 60,
+            device_burst: 10,
+            subject_per_minute: 120,
+            subject_burst: 20,
+        }
+    }
+}
+
+/// `[audit]`
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuditConfig {
+    /// JSON-lines file, appended to; unset: no audit log.
+    pub path: Option<PathBuf>,
+}
+
+/// `[http]`
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Listen address of the HTTP API.
+    pub listen: SocketAddr,
+}
+
+/// `[mqtt]`
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MqttConfig {
+    /// External broker, `mqtt://host:port`. Unset: run the embedded broker on `embedded_listen`.
+    pub url: Option<String>,
+    /// Listen address of the embedded broker (only used when `url` is unset).
+    pub embedded_listen: SocketAddr,
+    /// Username for the external broker.
+    pub username: Option<String>,
+    /// Password for the external broker (environment only: `STSGATE_MQTT__PASSWORD`).
+    pub password: Option<Secret>,
+    /// A file holding the password (alternative to `password`).
+    pub password_file: Option<PathBuf>,
+    /// MQTT client id; default `stsgate-<random>`.
+    pub client_id: Option<String>,
+    /// Shared-subscription group, so that N replicas answer each request once.
+    pub share_group: Option<String>,
+    /// QoS of replies (the DJI demo uses 2).
+    pub reply_qos: u8,
+    /// MQTT keep-alive interval.
+    #[serde(with = "duration")]
+    pub keep_alive: Duration,
+    /// Largest payload accepted on a requests topic; larger ones are dropped with a warning.
+    pub max_payload: usize,
+}
+
+/// `[auth]`
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// HS256 secret shared with the platform that mints `x-auth-token`s (environment only:
+    /// `STSGATE_AUTH__JWT_SECRET`). Unset: generated into `{data_dir}/jwt_secret` on first run.
+    pub jwt_secret: Option<Secret>,
+    /// A file holding the JWT secret (alternative to `jwt_secret`).
+    pub jwt_secret_file: Option<PathBuf>,
+    /// Required `iss` claim, when set (the DJI demo mints `DJI`).
+    pub issuer: Option<String>,
+    /// Required `aud` claim, when set.
+    pub audience: Option<String>,
+    /// PEM public key (RSA or EC P-256) for RS256/ES256 tokens from an identity provider.
+    pub public_key_file: Option<PathBuf>,
+    /// JWKS URL of an identity provider for RS256/ES256 tokens (keys cached by `kid`).
+    pub jwks_url: Option<String>,
+    /// The shortest interval between two JWKS fetches (a token with an unknown `kid` triggers one).
+    #[serde(with = "duration")]
+    pub jwks_refetch_after: Duration,
+    /// Clock-skew tolerance for `exp`/`nbf`.
+    #[serde(with = "duration")]
+    pub leeway: Duration,
+}
+
+/// `[storage]`
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageConfig {
+    /// Credential source: `local` (embedded store), `minio`, `aws` or `ali`.
+    pub provider: ProviderKind,
+    /// Bucket devices upload into.
+    pub bucket: String,
+    /// Region of the bucket, as devices must sign for it.
+    pub region: String,
+    /// Storage endpoint advertised to devices, with scheme. Default for `local`: the embedded
+    /// store's address.
+    pub endpoint: Option<String>,
+    /// Template of `object_key_prefix`; `{workspace_id}` is replaced.
+    pub object_key_prefix: String,
+    /// Lifetime requested for each credential.
+    #[serde(with = "duration")]
+    pub duration: Duration,
+    /// A cached credential with less than this left is never handed out.
+    #[serde(with = "duration")]
+    pub min_remaining: Duration,
+    /// Subtracted from the remaining lifetime when telling a device its `expire`.
+    #[serde(with = "duration")]
+    pub expire_margin: Duration,
+    /// Longest wait on the upstream STS for one credential.
+    #[serde(with = "duration")]
+    pub upstream_timeout: Duration,
+    /// After an upstream failure, how long the failure is answered from memory before retrying.
+    #[serde(with = "duration")]
+    pub failure_backoff: Duration,
+    /// The STS endpoint the service calls. `aws`: the regional endpoint of `region` by default;
+    /// `minio`: the MinIO server URL as this service reaches it (required); `ali`:
+    /// `https://sts.aliyuncs.com` by default.
+    pub sts_endpoint: Option<String>,
+    /// The role to assume (`aws`: `arn:aws:iam::<account>:role/<name>`; `ali`:
+    /// `acs:ram::<account>:role/<name>`; `minio` ignores it).
+    pub role_arn: Option<String>,
+    /// The service's own access key id (`aws`: unset means the standard AWS credential chain;
+    /// `minio` and `ali`: required).
+    pub access_key_id: Option<String>,
+    /// The service's own secret key (environment only: `STSGATE_STORAGE__SECRET_ACCESS_KEY`).
+    pub secret_access_key: Option<Secret>,
+    /// The embedded S3-compatible store (`provider = "local"`).
+    pub local: LocalStoreConfig,
+}
+
+/// `[storage.local]`
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LocalStoreConfig {
+    /// Listen address of the embedded S3 endpoint.
+    pub listen: SocketAddr,
+    /// Administrator access key id; unset: generated into `{data_dir}/store_admin.json`.
+    pub admin_access_key: Option<String>,
+    /// Administrator secret key (environment only: `STSGATE_STORAGE__LOCAL__ADMIN_SECRET_KEY`).
+    pub admin_secret_key: Option<Secret>,
+    /// Multipart uploads untouched for longer than this are removed.
+    #[serde(with = "duration")]
+    pub multipart_ttl: Duration,
+    /// How often expired credentials and abandoned uploads are cleaned up.
+    #[serde(with = "duration")]
+    pub cleanup_interval: Duration,
+}
+
+/// `[devices]`
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DevicesConfig {
+    /// Workspace of gateways not listed in `bind`; unset (or `""`): such gateways are refused.
+    pub default_workspace: Option<String>,
+    /// Gateway serial number → workspace id.
+    pub bind: BTreeMap<String, String>,
+}
+
+/// `[log]`
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// `text` or `json`.
+    pub format: LogFormat,
+    /// A `tracing` filter, e.g. `info` or `stsgate=debug,info`; `RUST_LOG` overrides it.
+    pub filter: String,
+}
+
+/// Log line format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+// === impl Config ===
+
+impl Config {
+    /// The embedded default: everything in-process, unbound gateways go to workspace `default`.
+    pub fn embedded_default() -> Self {
+        let mut config = Self::default();
+        config.devices.default_workspace = Some("default".to_owned());
+        config
+    }
+
+    /// The endpoint advertised to devices: `storage.endpoint`, else the provider's public endpoint
+    /// for the region (`aws`, `ali`), the STS endpoint (`minio`: the same server), or the
+    /// embedded store's address (`local`).
+    pub fn advertised_endpoint(&self) -> String {
+        let s = &self.storage;
+        if let Some(endpoint) = &s.endpoint {
+            return endpoint.trim_end_matches('/').to_owned();
+        }
+        match s.provider {
+            ProviderKind::Local => format!("http://{}", s.local.listen),
+            ProviderKind::Aws => format!("https://s3.{}.amazonaws.com", s.region),
+            ProviderKind::Ali => format!("https://oss-{}.aliyuncs.com", s.region),
+            ProviderKind::Minio => s
+                .sts_endpoint
+                .as_deref()
+                .unwrap_or_default()
+                .trim_end_matches('/')
+                .to_owned(),
+        }
+    }
+
+    /// The default workspace, with `""` meaning unset.
+    pub fn default_workspace(&self) -> Option<&str> {
+        self.devices
+            .default_workspace
+            .as_deref()
+            .filter(|w| !w.is_empty())
+    }
+}
+
+impl Default for Config {
+    /// The defaults used under a config file: like the embedded default, but unbound gateways
+    /// are refused unless `devices.default_workspace` is set.
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("./stsgate-data"),
+            http: HttpConfig::default(),
+            mqtt: MqttConfig::default(),
+            auth: AuthConfig::default(),
+            storage: StorageConfig::default(),
+            devices: DevicesConfig::default(),
+            log: LogConfig::default(),
+            audit: AuditConfig::default(),
+            limits: LimitsConfig::default(),
+        }
+    }
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 6789)),
+        }
+    }
+}
+
+impl Default for MqttConfig {
+    fn default() -> Self {
+        Self {
+            url: None,
+            embedded_listen: SocketAddr::from(([127, 0, 0, 1], 1883)),
+            username: None,
+            password: None,
+            password_file: None,
+            client_id: None,
+            share_group: None,
+            reply_qos: 1,
+            keep_alive: Duration::from_secs(30),
+            max_payload: 64 * 1024,
+        }
+    }
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            jwt_secret: None,
+            jwt_secret_file: None,
+            issuer: None,
+            audience: None,
+            public_key_file: None,
+            jwks_url: None,
+            jwks_refetch_after: crate::auth::REFETCH_AFTER,
+            leeway: Duration::from_secs(60),
+        }
+    }
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self {
+            provider: ProviderKind::Local,
+            bucket: "media".to_owned(),
+            region: "us-east-1".to_owned(),
+            endpoint: None,
+            object_key_prefix: "{workspace_id}".to_owned(),
+            duration: Duration::from_secs(3600),
+            min_remaining: Duration::from_secs(300),
+            expire_margin: Duration::from_secs(60),
+            upstream_timeout: Duration::from_secs(5),
+            failure_backoff: Duration::from_secs(2),
+            sts_endpoint: None,
+            role_arn: None,
+            access_key_id: None,
+            secret_access_key: None,
+            local: LocalStoreConfig::default(),
+        }
+    }
+}
+
+impl Default for LocalStoreConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 9000)),
+            admin_access_key: None,
+            admin_secret_key: None,
+            multipart_ttl: Duration::from_secs(24 * 3600),
+            cleanup_interval: Duration::from_secs(60),
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Text,
+            filter: "info".to_owned(),
+        }
+    }
+}

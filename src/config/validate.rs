@@ -1,0 +1,289 @@
+//! Validation after loading: every bad key is reported with its reason, then loading fails.
+
+use std::fmt;
+
+use super::Config;
+use crate::gateway::{PrefixTemplate, WorkspaceId};
+use crate::protocol::mqtt::valid_sn;
+
+/// One bad key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Problem {
+    /// The key path, e.g. `storage.bucket`.
+    pub key: String,
+    /// Why its value is unusable.
+    pub reason: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.key, self.reason)
+    }
+}
+
+/// Every problem of `config`; empty means valid.
+pub fn validate(config: &Config) -> Vec<Problem> {
+    let mut p = Problems::default();
+    mqtt(config, &mut p);
+    auth(config, &mut p);
+    storage(config, &mut p);
+    devices(config, &mut p);
+    p.0
+}
+
+#[derive(Default)]
+struct Problems(Vec<Problem>);
+
+impl Problems {
+    fn add(&mut self, key: impl Into<String>, reason: impl Into<String>) {
+        self.0.push(Problem {
+            key: key.into(),
+            reason: reason.into(),
+        });
+    }
+}
+
+fn mqtt(c: &Config, p: &mut Problems) {
+    let m = &c.mqtt;
+    if let Some(url) = &m.url {
+        match url.split_once("://") {
+            Some(("mqtt", rest)) if !rest.is_empty() => {}
+            Some(("mqtts", _)) => p.add(
+                "mqtt.url",
+                "mqtts:// (TLS) is not supported by this build yet; use mqtt://",
+            ),
+            _ => p.add(
+                "mqtt.url",
+                format!("`{url}` is not an mqtt://host:port URL"),
+            ),
+        }
+    }
+    if m.reply_qos > 2 {
+        p.add("mqtt.reply_qos", "must be 0, 1 or 2");
+    }
+    if m.password.is_some() && m.password_file.is_some() {
+        p.add(
+            "mqtt.password",
+            "set either mqtt.password or mqtt.password_file, not both",
+        );
+    }
+    if let Some(group) = &m.share_group
+        && (group.is_empty() || group.contains(['/', '+', '#']))
+    {
+        p.add(
+            "mqtt.share_group",
+            "must be non-empty and contain no '/', '+' or '#'",
+        );
+    }
+    if m.keep_alive.as_secs() < 5 {
+        p.add("mqtt.keep_alive", "must be at least 5s");
+    }
+    if m.max_payload < 1024 {
+        p.add("mqtt.max_payload", "must be at least 1024 bytes");
+    }
+}
+
+fn auth(c: &Config, p: &mut Problems) {
+    if c.auth.jwt_secret.is_some() && c.auth.jwt_secret_file.is_some() {
+        p.add(
+            "auth.jwt_secret",
+            "set either auth.jwt_secret or auth.jwt_secret_file, not both",
+        );
+    }
+    if c.auth.public_key_file.is_some() && c.auth.jwks_url.is_some() {
+        p.add(
+            "auth.jwks_url",
+            "set either auth.public_key_file or auth.jwks_url, not both",
+        );
+    }
+    if let Some(url) = &c.auth.jwks_url
+        && !(url.starts_with("https://") || url.starts_with("http://"))
+    {
+        p.add("auth.jwks_url", "must be an http:// or https:// URL");
+    }
+    if c.auth.jwt_secret.as_ref().is_some_and(|s| s.is_empty()) {
+        p.add("auth.jwt_secret", "is empty");
+    }
+}
+
+fn storage(c: &Config, p: &mut Problems) {
+    let s = &c.storage;
+    if let Err(reason) = valid_bucket(&s.bucket) {
+        p.add("storage.bucket", reason);
+    }
+    if s.region.is_empty()
+        || !s
+            .region
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        p.add(
+            "storage.region",
+            "must be a non-empty region name (letters, digits, '-')",
+        );
+    }
+    if let Some(endpoint) = &s.endpoint
+        && !(endpoint.starts_with("http://") || endpoint.starts_with("https://"))
+    {
+        p.add(
+            "storage.endpoint",
+            "must start with http:// or https:// (devices need the scheme)",
+        );
+    }
+    if let Err(reason) = PrefixTemplate::parse(&s.object_key_prefix) {
+        p.add("storage.object_key_prefix", reason);
+    }
+    if s.expire_margin >= s.min_remaining {
+        p.add(
+            "storage.expire_margin",
+            "must be shorter than storage.min_remaining",
+        );
+    }
+    if s.duration <= s.min_remaining * 2 {
+        p.add("storage.duration", "must be more than twice storage.min_remaining, or credentials would be refreshed on every request");
+    }
+    if s.upstream_timeout.is_zero() {
+        p.add("storage.upstream_timeout", "must be more than 0");
+    }
+    let local = &s.local;
+    if local.admin_access_key.is_some() != local.admin_secret_key.is_some() {
+        p.add("storage.local.admin_access_key", "set storage.local.admin_access_key and STSGATE_STORAGE__LOCAL__ADMIN_SECRET_KEY together");
+    }
+    if local.cleanup_interval.is_zero() {
+        p.add("storage.local.cleanup_interval", "must be more than 0");
+    }
+    provider(s, p);
+    if let Err(reason) = s.provider.check_available() {
+        p.add("storage.provider", reason);
+    }
+}
+
+/// What each upstream requires (sts-providers reference: parameters and limits).
+fn provider(s: &super::StorageConfig, p: &mut Problems) {
+    use crate::issuer::ProviderKind;
+    if let Some(url) = &s.sts_endpoint
+        && !(url.starts_with("http://") || url.starts_with("https://"))
+    {
+        p.add(
+            "storage.sts_endpoint",
+            "must start with http:// or https://",
+        );
+    }
+    if s.access_key_id.is_some() != s.secret_access_key.is_some() {
+        p.add(
+            "storage.access_key_id",
+            "set storage.access_key_id and STSGATE_STORAGE__SECRET_ACCESS_KEY together",
+        );
+    }
+    let needs_keys = |p: &mut Problems, why: &str| {
+        if s.access_key_id.is_none() {
+            p.add(
+                "storage.access_key_id",
+                format!("required with provider {}: {why}", s.provider),
+            );
+        }
+    };
+    let (min, max) = (900, 43_200);
+    match s.provider {
+        ProviderKind::Local => {}
+        ProviderKind::Aws => {
+            require_prefix(
+                p,
+                s.role_arn.as_deref(),
+                "arn:",
+                "arn:aws:iam::<account>:role/<name>",
+            );
+            duration_range(
+                p,
+                s.duration,
+                min,
+                max,
+                "AWS STS (and the role's maximum session duration)",
+            );
+        }
+        ProviderKind::Minio => {
+            if s.sts_endpoint.is_none() {
+                p.add(
+                    "storage.sts_endpoint",
+                    "required with provider minio: the MinIO server URL as this service reaches it",
+                );
+            }
+            needs_keys(
+                p,
+                "the keys of the MinIO user whose policy the credentials inherit",
+            );
+            duration_range(p, s.duration, min, 31_536_000, "MinIO STS");
+        }
+        ProviderKind::Ali => {
+            require_prefix(
+                p,
+                s.role_arn.as_deref(),
+                "acs:ram::",
+                "acs:ram::<account>:role/<name>",
+            );
+            needs_keys(p, "the RAM user's keys that may call sts:AssumeRole");
+            duration_range(
+                p,
+                s.duration,
+                min,
+                max,
+                "Alibaba Cloud STS (and the role's maximum session duration)",
+            );
+        }
+    }
+}
+
+fn require_prefix(p: &mut Problems, value: Option<&str>, prefix: &str, shape: &str) {
+    match value {
+        None => p.add("storage.role_arn", format!("required: {shape}")),
+        Some(v) if !v.starts_with(prefix) => p.add(
+            "storage.role_arn",
+            format!("`{v}` is not of the form {shape}"),
+        ),
+        Some(_) => {}
+    }
+}
+
+fn duration_range(p: &mut Problems, d: std::time::Duration, min: u64, max: u64, who: &str) {
+    if !(min..=max).contains(&d.as_secs()) {
+        p.add(
+            "storage.duration",
+            format!("must be between {min}s and {max}s for {who}"),
+        );
+    }
+}
+
+fn devices(c: &Config, p: &mut Problems) {
+    if let Some(ws) = c.default_workspace()
+        && let Err(e) = WorkspaceId::parse(ws)
+    {
+        p.add("devices.default_workspace", e.to_string());
+    }
+    for (sn, ws) in &c.devices.bind {
+        if !valid_sn(sn) {
+            p.add(
+                format!("devices.bind.{sn}"),
+                "a gateway serial number is 1-64 ASCII letters and digits",
+            );
+        }
+        if let Err(e) = WorkspaceId::parse(ws) {
+            p.add(format!("devices.bind.{sn}"), e.to_string());
+        }
+    }
+}
+
+/// S3 bucket naming rules (the subset every provider shares).
+fn valid_bucket(b: &str) -> Result<(), &'static str> {
+    let ok_chars = b
+        .bytes()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-' || c == b'.');
+    let ok_ends = b.bytes().next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && b.bytes().last().is_some_and(|c| c.is_ascii_alphanumeric());
+    if (3..=63).contains(&b.len()) && ok_chars && ok_ends && !b.contains("..") {
+        Ok(())
+    } else {
+        Err(
+            "must be 3-63 lowercase letters, digits, '-' or '.', starting and ending with a letter or digit",
+        )
+    }
+}

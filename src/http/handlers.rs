@@ -1,0 +1,82 @@
+//! Request handlers. Order of checks for `/sts`: token (401), token workspace = path workspace
+//! (403), workspace id well-formed (400), then credentials (5xx on upstream failure).
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+
+use super::{AUTH_HEADER, ApiError, AppState};
+use crate::auth;
+use crate::gateway::WorkspaceId;
+use crate::protocol::ResultCode;
+use crate::protocol::http::Envelope;
+use crate::telemetry::audit::Requester;
+use crate::telemetry::metrics;
+
+/// `POST /storage/api/v1/workspaces/{workspace_id}/sts`
+pub async fn sts(
+    State(state): State<AppState>,
+    Path(workspace): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let token = headers
+        .get(AUTH_HEADER)
+        .ok_or(auth::Error::Missing)
+        .and_then(|v| {
+            v.to_str()
+                .map_err(|_| auth::Error::Malformed("header is not visible ASCII".to_owned()))
+        })
+        .map_err(|e| ApiError::unauthorized(&e))?;
+    let claims = state.verifier.verify(token).await.map_err(|e| match e {
+        // The identity provider is away: not the pilot's fault, so no 401 (which logs out).
+        auth::Error::KeysUnavailable => ApiError::new(ResultCode::Unavailable, e.to_string()),
+        e => ApiError::unauthorized(&e),
+    })?;
+    if claims.workspace_id != workspace {
+        return Err(ApiError::new(
+            ResultCode::Forbidden,
+            "the token is for another workspace than the one in the path",
+        ));
+    }
+    state.gateway.admit(Requester::Token(claims.subject()))?;
+    let workspace = WorkspaceId::parse(&workspace)
+        .map_err(|e| ApiError::new(ResultCode::BadRequest, e.to_string()))?;
+    let issued = state.gateway.for_workspace(workspace).await?;
+    state
+        .gateway
+        .audit(&issued, Requester::Token(claims.subject()));
+    tracing::info!(
+        front = "http",
+        workspace = %issued.workspace,
+        subject = claims.subject(),
+        access_key_id = %issued.config.credentials.access_key_id,
+        expire = issued.config.credentials.expire,
+        cache_hit = issued.cache_hit,
+        "credentials handed out"
+    );
+    metrics::request("http", ResultCode::Success.label());
+    Ok(Json(Envelope::success(issued.config)).into_response())
+}
+
+/// Any unknown path.
+pub async fn not_found() -> impl IntoResponse {
+    (
+        axum::http::StatusCode::NOT_FOUND,
+        Json(Envelope::<()>::error(
+            ResultCode::BadRequest,
+            "no such endpoint; POST /storage/api/v1/workspaces/{workspace_id}/sts",
+        )),
+    )
+}
+
+/// A known path with the wrong method.
+pub async fn method_not_allowed() -> impl IntoResponse {
+    (
+        axum::http::StatusCode::METHOD_NOT_ALLOWED,
+        Json(Envelope::<()>::error(
+            ResultCode::BadRequest,
+            "method not allowed on this endpoint",
+        )),
+    )
+}

@@ -1,0 +1,379 @@
+//! The `local` issuer: mints an access key, secret and session token for the embedded store and
+//! records each credential — its scope and expiry — in the [`Keyring`], which persists one file
+//! per credential under `{data_dir}/credentials/` so that a restart does not invalidate
+//! credentials already handed out. The embedded store authenticates requests against the keyring.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use super::{Error, IssueRequest, IssuedCredential, Issuer, ProviderKind};
+use crate::random;
+use crate::secret::Secret;
+
+/// Issues credentials into a [`Keyring`].
+pub struct LocalIssuer {
+    keyring: Arc<Keyring>,
+}
+
+/// Every credential minted and not yet expired, by access key id.
+#[derive(Debug)]
+pub struct Keyring {
+    dir: PathBuf,
+    keys: RwLock<HashMap<String, Arc<Minted>>>,
+}
+
+/// A credential minted by the local issuer, with what it may do.
+#[derive(Debug)]
+pub struct Minted {
+    /// Access key id.
+    pub access_key_id: String,
+    /// Secret access key.
+    pub secret_access_key: Secret,
+    /// Session token the request must carry.
+    pub session_token: Secret,
+    /// The only bucket it may write to.
+    pub bucket: String,
+    /// It may write only under `prefix/`.
+    pub prefix: String,
+    /// When it stops working.
+    pub expiration: SystemTime,
+}
+
+/// The on-disk form of a [`Minted`] (file mode 0600 in a 0700 directory).
+#[derive(Serialize, Deserialize)]
+struct Record {
+    access_key_id: String,
+    secret_access_key: String,
+    session_token: String,
+    bucket: String,
+    prefix: String,
+    /// Seconds since the Unix epoch.
+    expires_at: u64,
+}
+
+// === impl LocalIssuer ===
+
+impl LocalIssuer {
+    /// An issuer minting into `keyring`.
+    pub fn new(keyring: Arc<Keyring>) -> Self {
+        Self { keyring }
+    }
+
+    /// The keyring (the embedded store authenticates against it).
+    pub fn keyring(&self) -> &Arc<Keyring> {
+        &self.keyring
+    }
+}
+
+#[async_trait]
+impl Issuer for LocalIssuer {
+    fn kind(&self) -> ProviderKind {
+        ProviderKind::Local
+    }
+
+    async fn issue(&self, request: &IssueRequest) -> Result<IssuedCredential, Error> {
+        let minted = Minted::generate(request)?;
+        let credential = IssuedCredential {
+            access_key_id: minted.access_key_id.clone(),
+            secret_access_key: minted.secret_access_key.clone(),
+            session_token: minted.session_token.clone(),
+            expiration: minted.expiration,
+        };
+        let keyring = self.keyring.clone();
+        tokio::task::spawn_blocking(move || keyring.insert(minted))
+            .await
+            .map_err(|e| Error::Internal(format!("credential store task failed: {e}")))?
+            .map_err(|e| {
+                Error::Internal(format!(
+                    "cannot persist the new credential in {}: {e}",
+                    self.keyring.dir.display()
+                ))
+            })?;
+        Ok(credential)
+    }
+}
+
+// === impl Minted ===
+
+impl Minted {
+    fn generate(request: &IssueRequest) -> Result<Self, Error> {
+        let rng = |e: getrandom::Error| Error::Internal(format!("no randomness from the OS: {e}"));
+        Ok(Self {
+            // The shape of AWS temporary keys: "ASIA" and 16 base32 characters.
+            access_key_id: format!("ASIA{}", random::string(random::BASE32, 16).map_err(rng)?),
+            secret_access_key: Secret::new(random::string(random::BASE64, 40).map_err(rng)?),
+            session_token: Secret::new(random::string(random::BASE64, 128).map_err(rng)?),
+            bucket: request.scope.bucket.to_string(),
+            prefix: request.scope.prefix.to_string(),
+            expiration: SystemTime::now() + request.duration,
+        })
+    }
+
+    /// Whether the credential has expired at `now`.
+    pub fn expired(&self, now: SystemTime) -> bool {
+        now >= self.expiration
+    }
+
+    fn record(&self) -> Record {
+        Record {
+            access_key_id: self.access_key_id.clone(),
+            secret_access_key: self.secret_access_key.expose().to_owned(),
+            session_token: self.session_token.expose().to_owned(),
+            bucket: self.bucket.clone(),
+            prefix: self.prefix.clone(),
+            expires_at: self
+                .expiration
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+        }
+    }
+
+    fn from_record(r: Record) -> Self {
+        Self {
+            access_key_id: r.access_key_id,
+            secret_access_key: Secret::new(r.secret_access_key),
+            session_token: Secret::new(r.session_token),
+            bucket: r.bucket,
+            prefix: r.prefix,
+            expiration: UNIX_EPOCH + Duration::from_secs(r.expires_at),
+        }
+    }
+}
+
+// === impl Keyring ===
+
+impl Keyring {
+    /// Opens (creating it if needed) the keyring directory and loads every unexpired credential;
+    /// expired ones are deleted, unreadable ones are reported and skipped.
+    pub fn open(dir: &Path) -> std::io::Result<Self> {
+        create_private_dir(dir)?;
+        let now = SystemTime::now();
+        let mut keys = HashMap::new();
+        for entry in std::fs::read_dir(dir)? {
+            let path = entry?.path();
+            if path.extension().and_then(|e| e.to_str()) != Some("json") {
+                continue;
+            }
+            match read_record(&path) {
+                Ok(m) if m.expired(now) => remove_quietly(&path),
+                Ok(m) => {
+                    keys.insert(m.access_key_id.clone(), Arc::new(m));
+                }
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "skipping unreadable credential record")
+                }
+            }
+        }
+        Ok(Self {
+            dir: dir.to_owned(),
+            keys: RwLock::new(keys),
+        })
+    }
+
+    /// The credential with this access key id, if it exists (expired or not). A key not in
+    /// memory is looked for on disk, so that processes sharing the data dir (`stsgate check`
+    /// beside `stsgate serve`, or a restart) see each other's credentials.
+    pub fn get(&self, access_key_id: &str) -> Option<Arc<Minted>> {
+        if let Some(m) = self
+            .keys
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(access_key_id)
+        {
+            return Some(m.clone());
+        }
+        if !is_access_key_id(access_key_id) {
+            return None;
+        }
+        let minted = Arc::new(read_record(&self.record_path(access_key_id)).ok()?);
+        if minted.access_key_id != access_key_id {
+            return None;
+        }
+        let mut keys = self.keys.write().unwrap_or_else(|e| e.into_inner());
+        Some(
+            keys.entry(access_key_id.to_owned())
+                .or_insert(minted)
+                .clone(),
+        )
+    }
+
+    /// How many credentials are held.
+    pub fn len(&self) -> usize {
+        self.keys.read().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// True when no credential is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Forgets and deletes every credential expired at `now`; returns how many.
+    pub fn purge_expired(&self, now: SystemTime) -> usize {
+        let mut keys = self.keys.write().unwrap_or_else(|e| e.into_inner());
+        let before = keys.len();
+        keys.retain(|ak, m| {
+            let keep = !m.expired(now);
+            if !keep {
+                remove_quietly(&self.record_path(ak));
+            }
+            keep
+        });
+        before - keys.len()
+    }
+
+    fn insert(&self, minted: Minted) -> std::io::Result<()> {
+        let path = self.record_path(&minted.access_key_id);
+        let json = serde_json::to_vec(&minted.record())?;
+        write_private_atomically(&path, &json)?;
+        let mut keys = self.keys.write().unwrap_or_else(|e| e.into_inner());
+        keys.insert(minted.access_key_id.clone(), Arc::new(minted));
+        Ok(())
+    }
+
+    fn record_path(&self, access_key_id: &str) -> PathBuf {
+        self.dir.join(format!("{access_key_id}.json"))
+    }
+}
+
+/// The shape of the ids this issuer mints ("ASIA" and 16 base32 characters): anything else never
+/// reaches the file system.
+fn is_access_key_id(s: &str) -> bool {
+    s.len() == 20 && s.starts_with("ASIA") && s.bytes().all(|b| random::BASE32.contains(&b))
+}
+
+fn read_record(path: &Path) -> std::io::Result<Minted> {
+    let bytes = std::fs::read(path)?;
+    let record: Record = serde_json::from_slice(&bytes)?;
+    Ok(Minted::from_record(record))
+}
+
+fn remove_quietly(path: &Path) {
+    if let Err(e) = std::fs::remove_file(path)
+        && e.kind() != std::io::ErrorKind::NotFound
+    {
+        tracing::warn!(path = %path.display(), error = %e, "cannot delete expired credential record");
+    }
+}
+
+/// Creates `dir` (and parents) with mode 0700 for the leaf.
+pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir)
+}
+
+/// Writes `bytes` to `path` through a temporary file, fsync and rename, mode 0600: a crash never
+/// leaves a partial file behind under the final name.
+pub fn write_private_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let result = (|| {
+        let mut file = options.open(&tmp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gateway::Scope;
+
+    fn request(prefix: &str, secs: u64) -> IssueRequest {
+        IssueRequest {
+            scope: Scope {
+                bucket: "media".into(),
+                prefix: prefix.into(),
+            },
+            duration: Duration::from_secs(secs),
+        }
+    }
+
+    #[tokio::test]
+    async fn minted_credentials_persist_across_reopen() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("credentials");
+        let issuer = LocalIssuer::new(Arc::new(Keyring::open(&path).expect("open")));
+        let before = SystemTime::now();
+        let c = issuer.issue(&request("ws1", 3600)).await.expect("issued");
+        assert!(c.access_key_id.starts_with("ASIA") && c.access_key_id.len() == 20);
+        assert_eq!(c.secret_access_key.expose().len(), 40);
+        let lifetime = c.expiration.duration_since(before).expect("in the future");
+        assert!(lifetime <= Duration::from_secs(3601) && lifetime >= Duration::from_secs(3599));
+
+        let reopened = Keyring::open(&path).expect("reopen");
+        let m = reopened.get(&c.access_key_id).expect("persisted");
+        assert_eq!(m.secret_access_key, c.secret_access_key);
+        assert_eq!(m.session_token, c.session_token);
+        assert_eq!((m.bucket.as_str(), m.prefix.as_str()), ("media", "ws1"));
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let file = path.join(format!("{}.json", c.access_key_id));
+            let mode = std::fs::metadata(file).expect("file").permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+    }
+
+    #[tokio::test]
+    async fn expired_credentials_are_purged_and_not_reloaded() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let keyring = Arc::new(Keyring::open(dir.path()).expect("open"));
+        let issuer = LocalIssuer::new(keyring.clone());
+        let short = issuer.issue(&request("a", 0)).await.expect("issued");
+        let long = issuer.issue(&request("b", 3600)).await.expect("issued");
+        assert_eq!(keyring.len(), 2);
+        assert_eq!(
+            Keyring::open(dir.path()).expect("reopen").len(),
+            1,
+            "expired record not loaded"
+        );
+        assert_eq!(keyring.purge_expired(SystemTime::now()), 1);
+        assert!(keyring.get(&short.access_key_id).is_none());
+        assert!(keyring.get(&long.access_key_id).is_some());
+        let files = std::fs::read_dir(dir.path()).expect("dir").count();
+        assert_eq!(files, 1);
+    }
+
+    #[tokio::test]
+    async fn credentials_minted_by_another_process_are_found_on_disk() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let serving = Keyring::open(dir.path()).expect("open");
+        let other = LocalIssuer::new(Arc::new(Keyring::open(dir.path()).expect("open")));
+        let c = other.issue(&request("ws", 3600)).await.expect("issued");
+        let found = serving.get(&c.access_key_id).expect("found on disk");
+        assert_eq!(found.session_token, c.session_token);
+        assert_eq!(serving.len(), 1, "and remembered");
+        for bad in [
+            "../../etc/passwd",
+            "ASIA../../../../etc/x",
+            "ASIAAAAAAAAAAAAAAAA1",
+            "",
+        ] {
+            assert!(serving.get(bad).is_none(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn corrupt_records_are_skipped() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("ASIAX.json"), b"{not json").expect("write");
+        assert!(Keyring::open(dir.path()).expect("opens anyway").is_empty());
+    }
+}

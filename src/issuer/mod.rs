@@ -1,0 +1,224 @@
+//! Credential issuers: the [`Issuer`] trait every upstream implements (one call = one upstream
+//! STS request for one scope), [`ProviderKind`] and [`open`], which builds the configured one.
+//! Caching and single-flight are the cache's job, not the issuer's.
+
+pub mod aliyun;
+pub mod aws_sts;
+pub mod local;
+pub mod policy;
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::config::Config;
+use crate::gateway::Scope;
+use crate::protocol::Provider;
+use crate::secret::Secret;
+
+/// Which credential source the service uses (`storage.provider`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProviderKind {
+    /// Mint credentials locally for the embedded store.
+    Local,
+    /// MinIO STS (AssumeRole at the MinIO server).
+    Minio,
+    /// AWS STS AssumeRole.
+    Aws,
+    /// Alibaba Cloud STS AssumeRole.
+    Ali,
+}
+
+/// A temporary credential as an upstream returned it.
+#[derive(Clone, Debug)]
+pub struct IssuedCredential {
+    /// Access key id.
+    pub access_key_id: String,
+    /// Secret access key.
+    pub secret_access_key: Secret,
+    /// Session token.
+    pub session_token: Secret,
+    /// When it stops working (wall clock, as the upstream says).
+    pub expiration: SystemTime,
+}
+
+/// One request for a credential.
+#[derive(Clone, Debug)]
+pub struct IssueRequest {
+    /// What the credential may write.
+    pub scope: Scope,
+    /// Requested lifetime.
+    pub duration: Duration,
+}
+
+/// Why an issuer failed. Cloned to every request waiting on the same upstream call.
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum Error {
+    /// The upstream refused (access denied, bad role, bad parameter).
+    #[error("upstream STS refused the request: {0}")]
+    Rejected(String),
+    /// The upstream is throttling us.
+    #[error("upstream STS is throttling requests; retry later")]
+    Throttled,
+    /// No answer in time.
+    #[error("upstream STS did not answer within {}", humantime::format_duration(*.0))]
+    Timeout(Duration),
+    /// Network failure or 5xx.
+    #[error("upstream STS is unavailable: {0}")]
+    Unavailable(String),
+    /// The credential returned would expire before it could be used.
+    #[error("upstream STS returned a credential that expires in {}s, too soon to hand out (check the clock and storage.duration)", .0.as_secs())]
+    TooShort(Duration),
+    /// A local failure (e.g. the data dir is not writable).
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// A credential source.
+#[async_trait]
+pub trait Issuer: Send + Sync + 'static {
+    /// Which source this is.
+    fn kind(&self) -> ProviderKind;
+    /// Issues one credential for `request.scope`, valid for `request.duration`.
+    async fn issue(&self, request: &IssueRequest) -> Result<IssuedCredential, Error>;
+}
+
+/// A shared handle to the configured issuer.
+#[derive(Clone)]
+pub struct IssuerHandle(Arc<dyn Issuer>);
+
+/// The configured issuer, and for `local` the keyring the embedded store authenticates against.
+pub struct Opened {
+    /// The issuer.
+    pub issuer: IssuerHandle,
+    /// The keyring of minted credentials (`local` only).
+    pub keyring: Option<Arc<local::Keyring>>,
+}
+
+/// Builds the issuer `config.storage.provider` names.
+pub async fn open(config: &Config) -> Result<Opened, Error> {
+    match config.storage.provider {
+        ProviderKind::Local => {
+            let keyring = local::Keyring::open(&config.data_dir.join("credentials"))
+                .map_err(|e| Error::Internal(format!("cannot open the credential store: {e}")))?;
+            let keyring = Arc::new(keyring);
+            let issuer = IssuerHandle::new(local::LocalIssuer::new(keyring.clone()));
+            Ok(Opened {
+                issuer,
+                keyring: Some(keyring),
+            })
+        }
+        ProviderKind::Aws | ProviderKind::Minio => {
+            let issuer = IssuerHandle::new(aws_sts::AwsSts::new(&config.storage).await);
+            Ok(Opened {
+                issuer,
+                keyring: None,
+            })
+        }
+        ProviderKind::Ali => {
+            let issuer = IssuerHandle::new(aliyun::AliyunSts::new(&config.storage)?);
+            Ok(Opened {
+                issuer,
+                keyring: None,
+            })
+        }
+    }
+}
+
+// === impl ProviderKind ===
+
+impl ProviderKind {
+    /// The config name.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Local => "local",
+            Self::Minio => "minio",
+            Self::Aws => "aws",
+            Self::Ali => "ali",
+        }
+    }
+
+    /// The provider devices are told to talk to. The embedded store speaks S3 path-style, as
+    /// MinIO does.
+    pub const fn wire(self) -> Provider {
+        match self {
+            Self::Local | Self::Minio => Provider::Minio,
+            Self::Aws => Provider::Aws,
+            Self::Ali => Provider::Ali,
+        }
+    }
+
+    /// Whether this build can use the provider; the error says why not.
+    pub fn check_available(self) -> Result<(), String> {
+        match self {
+            Self::Local | Self::Aws | Self::Minio | Self::Ali => Ok(()),
+        }
+    }
+}
+
+impl fmt::Display for ProviderKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for ProviderKind {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "local" => Ok(Self::Local),
+            "minio" => Ok(Self::Minio),
+            "aws" => Ok(Self::Aws),
+            "ali" => Ok(Self::Ali),
+            other => Err(format!(
+                "unknown provider `{other}`; expected local, minio, aws or ali"
+            )),
+        }
+    }
+}
+
+// === impl Error ===
+
+impl Error {
+    /// A short stable label for metrics.
+    pub const fn label(&self) -> &'static str {
+        match self {
+            Self::Rejected(_) => "rejected",
+            Self::Throttled => "throttled",
+            Self::Timeout(_) => "timeout",
+            Self::Unavailable(_) => "unavailable",
+            Self::TooShort(_) => "too_short",
+            Self::Internal(_) => "internal",
+        }
+    }
+}
+
+// === impl IssuerHandle ===
+
+impl IssuerHandle {
+    /// Wraps an issuer.
+    pub fn new(issuer: impl Issuer) -> Self {
+        Self(Arc::new(issuer))
+    }
+
+    /// Which source this is.
+    pub fn kind(&self) -> ProviderKind {
+        self.0.kind()
+    }
+
+    /// The provider devices are told to talk to.
+    pub fn provider(&self) -> Provider {
+        self.0.kind().wire()
+    }
+
+    /// Issues one credential.
+    pub async fn issue(&self, request: &IssueRequest) -> Result<IssuedCredential, Error> {
+        self.0.issue(request).await
+    }
+}

@@ -1,0 +1,150 @@
+//! Session policies and session names for each provider: what a credential may do is decided
+//! here, once, for every upstream.
+//!
+//! The policy grants writing under `bucket/prefix/*` only — PutObject (which also covers creating,
+//! uploading parts of and completing a multipart upload), aborting a multipart upload and listing
+//! its parts — and nothing else: no reads, no deletes, no bucket listing, and never `prefix*`
+//! (which would also match `prefix-other/…`). The effective permissions are the role's own policy
+//! intersected with this one, so the role must allow at least these actions.
+
+use serde_json::json;
+
+use crate::gateway::Scope;
+
+/// AWS (and MinIO) limit on a session policy's plaintext.
+pub const AWS_POLICY_MAX: usize = 2048;
+/// Alibaba Cloud limit on a session policy, as the older (stricter) documentation states it.
+pub const ALI_POLICY_MAX: usize = 1024;
+/// AWS `RoleSessionName`: 2-64 characters of `[\w+=,.@-]`.
+pub const AWS_SESSION_NAME_MAX: usize = 64;
+/// Alibaba Cloud `RoleSessionName`: 2-64 characters of `[A-Za-z0-9.@_-]` (2-32 in older
+/// documentation: we stay within 32).
+pub const ALI_SESSION_NAME_MAX: usize = 32;
+
+/// The AWS/MinIO session policy for a scope (compact JSON, no `Sid`).
+pub fn aws(scope: &Scope) -> String {
+    json!({
+        "Version": "2012-10-17",
+        "Statement": [{
+            "Effect": "Allow",
+            "Action": ["s3:PutObject", "s3:AbortMultipartUpload", "s3:ListMultipartUploadParts"],
+            "Resource": [format!("arn:aws:s3:::{}/{}/*", scope.bucket, scope.prefix)],
+        }],
+    })
+    .to_string()
+}
+
+/// The Alibaba Cloud OSS session policy for a scope.
+pub fn oss(scope: &Scope) -> String {
+    json!({
+        "Version": "1",
+        "Statement": [{
+            "Effect": "Allow",
+            "Action": ["oss:PutObject", "oss:AbortMultipartUpload", "oss:ListParts"],
+            "Resource": [format!("acs:oss:*:*:{}/{}/*", scope.bucket, scope.prefix)],
+        }],
+    })
+    .to_string()
+}
+
+/// A `RoleSessionName` valid for every provider: `stsgate-` and the prefix with every character
+/// outside `[A-Za-z0-9.@_-]` replaced by `-`, cut to `max` characters. It shows in the cloud
+/// account's audit trail (CloudTrail, ActionTrail), so it names the scope.
+pub fn session_name(scope: &Scope, max: usize) -> String {
+    let cleaned: String = scope
+        .prefix
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || ".@_-".contains(c) {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    let mut name = format!("stsgate-{cleaned}");
+    name.truncate(max.max(2));
+    name
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gateway::MAX_WORKSPACE_LEN;
+
+    fn scope(prefix: &str) -> Scope {
+        Scope {
+            bucket: "media".into(),
+            prefix: prefix.into(),
+        }
+    }
+
+    #[test]
+    fn aws_policy_is_exactly_write_under_the_prefix() {
+        assert_eq!(
+            aws(&scope("ws1")),
+            r#"{"Statement":[{"Action":["s3:PutObject","s3:AbortMultipartUpload","s3:ListMultipartUploadParts"],"Effect":"Allow","Resource":["arn:aws:s3:::media/ws1/*"]}],"Version":"2012-10-17"}"#
+        );
+    }
+
+    #[test]
+    fn oss_policy_is_exactly_write_under_the_prefix() {
+        assert_eq!(
+            oss(&scope("media/ws1")),
+            r#"{"Statement":[{"Action":["oss:PutObject","oss:AbortMultipartUpload","oss:ListParts"],"Effect":"Allow","Resource":["acs:oss:*:*:media/media/ws1/*"]}],"Version":"1"}"#
+        );
+    }
+
+    #[test]
+    fn policies_fit_the_providers_limits_for_the_longest_scopes() {
+        // The longest bucket (63) and a template with a long literal part around the longest id.
+        let long = Scope {
+            bucket: "b".repeat(63).into(),
+            prefix: format!("{}/{}", "p".repeat(100), "w".repeat(MAX_WORKSPACE_LEN)).into(),
+        };
+        assert!(aws(&long).len() <= AWS_POLICY_MAX, "{}", aws(&long).len());
+        assert!(oss(&long).len() <= ALI_POLICY_MAX, "{}", oss(&long).len());
+    }
+
+    #[test]
+    fn policies_never_grant_a_bare_prefix_wildcard() {
+        for policy in [aws(&scope("abc")), oss(&scope("abc"))] {
+            assert!(
+                policy.contains("/abc/*\"") && !policy.contains("abc*"),
+                "{policy}"
+            );
+            for forbidden in [
+                "GetObject",
+                "DeleteObject",
+                "ListBucket",
+                "\"s3:*\"",
+                "\"oss:*\"",
+            ] {
+                assert!(!policy.contains(forbidden), "{policy}");
+            }
+        }
+    }
+
+    #[test]
+    fn session_names_are_valid_everywhere() {
+        let uuid = "e3dea0f5-37f2-4d79-ae58-490af3228069";
+        assert_eq!(
+            session_name(&scope(uuid), AWS_SESSION_NAME_MAX),
+            format!("stsgate-{uuid}")
+        );
+        assert_eq!(
+            session_name(&scope("media/ws 1+x"), AWS_SESSION_NAME_MAX),
+            "stsgate-media-ws-1-x"
+        );
+        let long = scope(&format!("{}/{uuid}", "x".repeat(80)));
+        for max in [AWS_SESSION_NAME_MAX, ALI_SESSION_NAME_MAX] {
+            let name = session_name(&long, max);
+            assert!((2..=max).contains(&name.len()), "{name}");
+            assert!(
+                name.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || ".@_-".contains(c)),
+                "{name}"
+            );
+        }
+    }
+}

@@ -1,0 +1,147 @@
+//! What to do with one message on a requests topic. Pure with respect to MQTT: it returns the
+//! reply to publish (if any), so the session stays a thin loop and this is testable on its own.
+
+use tracing::Instrument;
+
+use crate::gateway::Gateway;
+use crate::protocol::ResultCode;
+use crate::protocol::mqtt::{self, DecodeError, Inbound, MODULE_MEDIA};
+use crate::telemetry::audit::Requester;
+use crate::telemetry::metrics;
+
+use super::reply;
+
+/// A reply to publish.
+#[derive(Debug)]
+pub struct Answer {
+    /// `thing/product/{sn}/requests_reply`.
+    pub topic: String,
+    /// JSON payload.
+    pub payload: Vec<u8>,
+}
+
+/// Handles one message received on `topic`. `None`: nothing to answer (not ours, or not
+/// answerable — the latter is logged and counted).
+pub async fn handle(
+    gateway: &Gateway,
+    topic: &str,
+    payload: &[u8],
+    max_payload: usize,
+) -> Option<Answer> {
+    let Some(sn) = mqtt::gateway_sn(topic) else {
+        return drop_message(
+            "bad_topic",
+            topic,
+            "topic is not thing/product/{sn}/requests with a letters-and-digits serial number",
+        );
+    };
+    if payload.len() > max_payload {
+        return drop_message(
+            "too_large",
+            topic,
+            &format!(
+                "payload of {} bytes exceeds mqtt.max_payload",
+                payload.len()
+            ),
+        );
+    }
+    let request = match mqtt::decode(payload) {
+        Ok(Inbound::StorageConfigGet(request)) => request,
+        Ok(Inbound::OtherMethod) => return None,
+        Err(e @ DecodeError::NotJson(_)) => return drop_message("not_json", topic, &e.to_string()),
+        Err(e @ DecodeError::NoTid) => return drop_message("no_tid", topic, &e.to_string()),
+    };
+    let (tid, bid) = (&request.tid, request.bid.as_ref());
+    // Every log line of this request carries the device's tid, its request id.
+    let span = tracing::info_span!("mqtt", sn, tid = %tid_text(tid));
+    let payload = async {
+        match request.module {
+            Err(reason) => refuse(sn, ResultCode::BadRequest, &reason, |m| {
+                reply::failure(tid, bid, ResultCode::BadRequest, m)
+            }),
+            Ok(module) if module != MODULE_MEDIA => {
+                let reason = format!("module {module} is not supported; only 0 (media) is served");
+                refuse(sn, ResultCode::UnsupportedModule, &reason, |m| {
+                    reply::failure(tid, bid, ResultCode::UnsupportedModule, m)
+                })
+            }
+            Ok(_) => match admitted(gateway, sn).await {
+                Ok(issued) => {
+                    gateway.audit(&issued, Requester::Device(sn));
+                    tracing::info!(
+                        front = "mqtt",
+                        sn,
+                        workspace = %issued.workspace,
+                        access_key_id = %issued.config.credentials.access_key_id,
+                        expire = issued.config.credentials.expire,
+                        cache_hit = issued.cache_hit,
+                        "credentials handed out"
+                    );
+                    metrics::request("mqtt", ResultCode::Success.label());
+                    reply::success(tid, bid, &issued.config)
+                }
+                Err(e) => refuse(sn, e.code(), &e.to_string(), |_| reply::error(tid, bid, &e)),
+            },
+        }
+    }
+    .instrument(span)
+    .await;
+    Some(Answer {
+        topic: mqtt::reply_topic(sn),
+        payload,
+    })
+}
+
+fn tid_text(tid: &mqtt::MessageId) -> String {
+    match tid {
+        mqtt::MessageId::Text(t) => t.chars().take(64).flat_map(char::escape_default).collect(),
+        mqtt::MessageId::Number(n) => n.to_string(),
+    }
+}
+
+/// The storage configuration for `sn`, if the rate limits admit the request.
+async fn admitted(
+    gateway: &Gateway,
+    sn: &str,
+) -> Result<crate::gateway::Issued, crate::gateway::Error> {
+    gateway.admit(Requester::Device(sn))?;
+    gateway.for_device(sn).await
+}
+
+fn refuse(
+    sn: &str,
+    code: ResultCode,
+    reason: &str,
+    build: impl FnOnce(&str) -> Vec<u8>,
+) -> Vec<u8> {
+    if code.as_i64() >= ResultCode::Internal.as_i64() {
+        tracing::warn!(
+            front = "mqtt",
+            sn,
+            code = code.as_i64(),
+            reason,
+            "storage_config_get failed"
+        );
+    } else {
+        tracing::info!(
+            front = "mqtt",
+            sn,
+            code = code.as_i64(),
+            reason,
+            "storage_config_get refused"
+        );
+    }
+    metrics::request("mqtt", code.label());
+    build(reason)
+}
+
+fn drop_message(reason: &'static str, topic: &str, detail: &str) -> Option<Answer> {
+    let topic: String = topic
+        .chars()
+        .take(200)
+        .flat_map(char::escape_default)
+        .collect();
+    tracing::warn!(%topic, reason, detail, "dropping a message that cannot be answered");
+    metrics::mqtt_dropped(reason);
+    None
+}

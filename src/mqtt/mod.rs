@@ -1,0 +1,10 @@
+//! The MQTT front: one client session to the broker (embedded or external), subscribed to every
+//! gateway's requests topic; each `storage_config_get` is answered on the gateway's
+//! `requests_reply` topic.
+
+mod dispatch;
+mod reply;
+mod session;
+
+pub use dispatch::{Answer, handle};
+pub use session::{BrokerAddr, Settings, run};

@@ -1,0 +1,390 @@
+//! The broker session: connect, subscribe (again after every reconnect), hand each publish to
+//! [`dispatch::handle`](super::handle) in its own task so a slow upstream never stalls the event
+//! loop, publish the replies, and reconnect with capped exponential back-off and jitter. The
+//! session never ends because the broker went away; only shutdown ends it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rumqttc::{
+    AsyncClient, ConnectionError, Event, EventLoop, MqttOptions, Packet, QoS, SubscribeReasonCode,
+};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::MqttConfig;
+use crate::gateway::Gateway;
+use crate::http::Readiness;
+use crate::protocol::mqtt::REQUESTS_FILTER;
+use crate::random;
+use crate::secret::Secret;
+
+/// Where the broker is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BrokerAddr {
+    /// Host name or IP.
+    pub host: String,
+    /// TCP port.
+    pub port: u16,
+}
+
+/// Session settings derived from `[mqtt]`.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// The broker.
+    pub broker: BrokerAddr,
+    /// Client id.
+    pub client_id: String,
+    /// Username and password.
+    pub credentials: Option<(String, Secret)>,
+    /// The subscription filter (with `$share/{group}/` when sharing).
+    pub filter: String,
+    /// QoS of replies.
+    pub reply_qos: QoS,
+    /// Keep-alive.
+    pub keep_alive: Duration,
+    /// Largest payload handled.
+    pub max_payload: usize,
+    /// Keep the broker session across reconnects (when the client id is configured).
+    pub persistent: bool,
+}
+
+const BACKOFF_MIN: Duration = Duration::from_millis(250);
+const BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// Packets larger than this make the client drop the connection; keep it well above
+/// `mqtt.max_payload` so an oversized request is dropped by us, not by the session.
+const MAX_PACKET: usize = 1024 * 1024;
+
+// === impl BrokerAddr ===
+
+impl BrokerAddr {
+    /// Parses `mqtt://host[:port]` (port 1883 by default).
+    pub fn parse(url: &str) -> Result<Self, String> {
+        let rest = url
+            .strip_prefix("mqtt://")
+            .ok_or_else(|| format!("`{url}` does not start with mqtt://"))?;
+        let rest = rest.trim_end_matches('/');
+        let (host, port) = match rest.rsplit_once(':') {
+            Some((host, port)) if !host.ends_with(']') || host.starts_with('[') => (
+                host,
+                port.parse()
+                    .map_err(|_| format!("`{port}` is not a port"))?,
+            ),
+            _ => (rest, 1883),
+        };
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        if host.is_empty() {
+            return Err(format!("`{url}` has no host"));
+        }
+        Ok(Self {
+            host: host.to_owned(),
+            port,
+        })
+    }
+}
+
+impl std::fmt::Display for BrokerAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "mqtt://[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "mqtt://{}:{}", self.host, self.port)
+        }
+    }
+}
+
+// === impl Settings ===
+
+impl Settings {
+    /// Settings for `broker` from `[mqtt]`; `password` is the resolved secret, if any.
+    pub fn new(config: &MqttConfig, broker: BrokerAddr, password: Option<Secret>) -> Self {
+        let client_id = config.client_id.clone().unwrap_or_else(|| {
+            format!(
+                "stsgate-{}",
+                random::string(random::BASE32, 10)
+                    .unwrap_or_else(|_| "0".to_owned())
+                    .to_lowercase()
+            )
+        });
+        let filter = match &config.share_group {
+            Some(group) => format!("$share/{group}/{REQUESTS_FILTER}"),
+            None => REQUESTS_FILTER.to_owned(),
+        };
+        let reply_qos = match config.reply_qos {
+            0 => QoS::AtMostOnce,
+            1 => QoS::AtLeastOnce,
+            _ => QoS::ExactlyOnce,
+        };
+        let credentials = config
+            .username
+            .clone()
+            .map(|u| (u, password.unwrap_or_default()));
+        Self {
+            broker,
+            client_id,
+            credentials,
+            filter,
+            reply_qos,
+            keep_alive: config.keep_alive,
+            max_payload: config.max_payload,
+            persistent: config.client_id.is_some(),
+        }
+    }
+
+    fn options(&self) -> MqttOptions {
+        let mut options = MqttOptions::new(&self.client_id, &self.broker.host, self.broker.port);
+        options.set_keep_alive(self.keep_alive);
+        options.set_max_packet_size(MAX_PACKET, MAX_PACKET);
+        // A configured client id gets a persistent session: requests published while the
+        // connection is down are queued by the broker (QoS 1) and delivered on reconnect.
+        options.set_clean_session(!self.persistent);
+        if let Some((user, password)) = &self.credentials {
+            options.set_credentials(user, password.expose());
+        }
+        options
+    }
+}
+
+/// How long shutdown waits for in-flight requests to be answered.
+const DRAIN: Duration = Duration::from_secs(5);
+/// How long a draining session must hear nothing before it disconnects.
+const QUIET: Duration = Duration::from_millis(200);
+
+/// What the event loop needs to act on events.
+struct Session {
+    client: AsyncClient,
+    settings: Settings,
+    gateway: Arc<Gateway>,
+    readiness: Readiness,
+    handlers: TaskTracker,
+}
+
+/// Runs the session until `shutdown` is cancelled, then drains: unsubscribes (so that a shared
+/// subscription sends new requests to the other replicas), answers the requests already received
+/// (at most five seconds), and disconnects.
+pub async fn run(
+    settings: Settings,
+    gateway: Arc<Gateway>,
+    readiness: Readiness,
+    shutdown: CancellationToken,
+) {
+    let (client, mut eventloop) = AsyncClient::new(settings.options(), 1024);
+    tracing::info!(broker = %settings.broker, client_id = %settings.client_id, filter = %settings.filter, "connecting to the MQTT broker");
+    let session = Session {
+        client,
+        settings,
+        gateway,
+        readiness,
+        handlers: TaskTracker::new(),
+    };
+    let mut backoff = Backoff::default();
+    loop {
+        let event = tokio::select! {
+            () = shutdown.cancelled() => break,
+            event = eventloop.poll() => event,
+        };
+        match event {
+            Ok(event) => session.on_event(event, &mut backoff),
+            Err(e) => {
+                session.readiness.set_mqtt(false);
+                metrics::counter!("stsgate_mqtt_reconnects_total").increment(1);
+                let delay = backoff.next();
+                tracing::warn!(broker = %session.settings.broker, error = %describe(&e), retry_in = ?delay, "MQTT connection lost");
+                tokio::select! {
+                    () = shutdown.cancelled() => break,
+                    () = tokio::time::sleep(delay) => {}
+                }
+            }
+        }
+    }
+    session.drain(&mut eventloop).await;
+    disconnect(&session.client, &mut eventloop).await;
+}
+
+// === impl Session ===
+
+impl Session {
+    fn on_event(&self, event: Event, backoff: &mut Backoff) {
+        match event {
+            Event::Incoming(Packet::ConnAck(_)) => {
+                backoff.reset();
+                tracing::info!(broker = %self.settings.broker, "connected to the MQTT broker; subscribing");
+                // Queued from a task: the request queue may be full of replies, and only the
+                // event loop drains it.
+                let (client, filter) = (self.client.clone(), self.settings.filter.clone());
+                tokio::spawn(async move {
+                    if let Err(e) = client.subscribe(filter, QoS::AtLeastOnce).await {
+                        tracing::error!(error = %e, "cannot queue the subscription");
+                    }
+                });
+            }
+            Event::Incoming(Packet::SubAck(ack)) => {
+                if ack
+                    .return_codes
+                    .iter()
+                    .all(|c| matches!(c, SubscribeReasonCode::Success(_)))
+                {
+                    self.readiness.set_mqtt(true);
+                    tracing::info!(filter = %self.settings.filter, "subscribed; answering storage_config_get");
+                } else {
+                    tracing::error!(filter = %self.settings.filter, "the broker refused the subscription (check its ACL)");
+                }
+            }
+            Event::Incoming(Packet::Publish(publish)) => self.answer(publish),
+            _ => {}
+        }
+    }
+
+    /// Handles one request in its own task, so that a slow upstream never stalls the event loop.
+    fn answer(&self, publish: rumqttc::Publish) {
+        let (client, gateway) = (self.client.clone(), self.gateway.clone());
+        let (max, qos) = (self.settings.max_payload, self.settings.reply_qos);
+        self.handlers.spawn(async move {
+            if let Some(answer) =
+                super::handle(&gateway, &publish.topic, &publish.payload, max).await
+                && let Err(e) = client
+                    .publish(answer.topic, qos, false, answer.payload)
+                    .await
+            {
+                tracing::warn!(error = %e, "cannot queue a reply");
+            }
+        });
+    }
+
+    /// Unsubscribes and keeps answering until the broker has confirmed the unsubscription, every
+    /// handler has finished and nothing has arrived for [`QUIET`]: a broker may still deliver
+    /// what it had queued for this session after UNSUBACK, and a request dropped here would leave
+    /// a dock waiting for a reply that never comes.
+    async fn drain(&self, eventloop: &mut EventLoop) {
+        let subscribed = self.readiness.mqtt();
+        self.readiness.set_mqtt(false);
+        // Not subscribed (or not connected): nothing can arrive, only handlers to finish.
+        let mut unsubscribed =
+            !subscribed || self.client.try_unsubscribe(&self.settings.filter).is_err();
+        self.handlers.close();
+        let drained = tokio::time::timeout(DRAIN, async {
+            let mut last_event = tokio::time::Instant::now();
+            loop {
+                tokio::select! {
+                    event = eventloop.poll() => {
+                        match event {
+                            Ok(Event::Incoming(Packet::Publish(publish))) => self.answer(publish),
+                            Ok(Event::Incoming(Packet::UnsubAck(_))) => unsubscribed = true,
+                            Ok(_) => {}
+                            // The connection is gone: nothing more arrives, no reply leaves.
+                            Err(_) => return,
+                        }
+                        last_event = tokio::time::Instant::now();
+                    }
+                    () = tokio::time::sleep(QUIET / 4) => {}
+                }
+                if unsubscribed && self.handlers.is_empty() && last_event.elapsed() >= QUIET {
+                    return;
+                }
+            }
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!(
+                pending = self.handlers.len(),
+                "shutting down with requests still unanswered"
+            );
+        }
+    }
+}
+
+/// Sends DISCONNECT and drives the event loop until it is out, for at most a second.
+async fn disconnect(client: &AsyncClient, eventloop: &mut EventLoop) {
+    if client.try_disconnect().is_err() {
+        return;
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        while let Ok(event) = eventloop.poll().await {
+            if matches!(event, Event::Outgoing(rumqttc::Outgoing::Disconnect)) {
+                break;
+            }
+        }
+    })
+    .await;
+}
+
+fn describe(e: &ConnectionError) -> String {
+    match e {
+        ConnectionError::ConnectionRefused(code) => {
+            format!("the broker refused the connection: {code:?} (check mqtt.username / password)")
+        }
+        other => other.to_string(),
+    }
+}
+
+/// Capped exponential back-off with jitter.
+#[derive(Debug, Default)]
+struct Backoff {
+    attempt: u32,
+}
+
+impl Backoff {
+    fn reset(&mut self) {
+        self.attempt = 0;
+    }
+
+    fn next(&mut self) -> Duration {
+        let cap = BACKOFF_MIN
+            .saturating_mul(1 << self.attempt.min(10))
+            .min(BACKOFF_MAX);
+        self.attempt = self.attempt.saturating_add(1);
+        let mut byte = [0_u8; 2];
+        let jitter = getrandom::fill(&mut byte).map_or(0.5, |()| {
+            f64::from(u16::from_le_bytes(byte)) / f64::from(u16::MAX)
+        });
+        // Half fixed, half random: never a zero delay, never in lock-step with other replicas.
+        cap.mul_f64(0.5 + jitter / 2.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn broker_urls() {
+        let p = |s| BrokerAddr::parse(s);
+        assert_eq!(
+            p("mqtt://127.0.0.1:1884"),
+            Ok(BrokerAddr {
+                host: "127.0.0.1".into(),
+                port: 1884
+            })
+        );
+        assert_eq!(
+            p("mqtt://broker.local"),
+            Ok(BrokerAddr {
+                host: "broker.local".into(),
+                port: 1883
+            })
+        );
+        assert_eq!(
+            p("mqtt://[::1]:1999"),
+            Ok(BrokerAddr {
+                host: "::1".into(),
+                port: 1999
+            })
+        );
+        assert!(p("mqtt://host:port").is_err());
+        assert!(p("mqtt://").is_err());
+        assert!(p("tcp://x:1").is_err());
+    }
+
+    #[test]
+    fn backoff_grows_to_the_cap_and_resets() {
+        let mut b = Backoff::default();
+        let first = b.next();
+        assert!(first >= BACKOFF_MIN / 2 && first <= BACKOFF_MIN);
+        for _ in 0..20 {
+            assert!(b.next() <= BACKOFF_MAX);
+        }
+        assert!(b.next() >= BACKOFF_MAX / 2);
+        b.reset();
+        assert!(b.next() <= BACKOFF_MIN);
+    }
+}

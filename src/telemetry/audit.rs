@@ -1,0 +1,108 @@
+//! The audit log: one JSON line per credential handed out — time, front, workspace, device serial
+//! number or token subject, bucket, prefix, provider, access key id, `expire`, cache hit — and
+//! never a secret. Lines go through a bounded channel to a writer task, so a slow disk never
+//! slows a request; if the channel is full the record is dropped and counted
+//! (`stsgate_audit_dropped_total`).
+
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use serde::Serialize;
+use tokio::io::AsyncWriteExt;
+use tokio::sync::mpsc;
+
+use crate::gateway::Issued;
+
+const QUEUE: usize = 4096;
+
+/// A handle to the audit log; a no-op when none is configured. Cheap to clone.
+#[derive(Clone, Debug, Default)]
+pub struct Audit {
+    tx: Option<mpsc::Sender<String>>,
+}
+
+/// Who asked.
+#[derive(Clone, Copy, Debug)]
+pub enum Requester<'a> {
+    /// A dock, by gateway serial number.
+    Device(&'a str),
+    /// Pilot 2, by token subject.
+    Token(&'a str),
+}
+
+#[derive(Serialize)]
+struct Record<'a> {
+    time: String,
+    front: &'static str,
+    workspace: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    device: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    subject: Option<&'a str>,
+    bucket: &'a str,
+    prefix: &'a str,
+    provider: &'a str,
+    access_key_id: &'a str,
+    expire: u64,
+    cache_hit: bool,
+}
+
+// === impl Audit ===
+
+impl Audit {
+    /// Opens (appending, mode 0600) the audit file and starts its writer task.
+    pub async fn open(path: &Path) -> std::io::Result<Self> {
+        let mut options = tokio::fs::OpenOptions::new();
+        options.create(true).append(true);
+        #[cfg(unix)]
+        options.mode(0o600);
+        let file = options.open(path).await?;
+        let (tx, rx) = mpsc::channel(QUEUE);
+        tokio::spawn(write(file, rx, path.to_owned()));
+        Ok(Self { tx: Some(tx) })
+    }
+
+    /// Records a credential handed out.
+    pub fn record(&self, issued: &Issued, requester: Requester<'_>) {
+        let Some(tx) = &self.tx else { return };
+        let (front, device, subject) = match requester {
+            Requester::Device(sn) => ("mqtt", Some(sn), None),
+            Requester::Token(subject) => ("http", None, Some(subject)),
+        };
+        let config = &issued.config;
+        let record = Record {
+            time: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
+            front,
+            workspace: issued.workspace.as_str(),
+            device,
+            subject,
+            bucket: &config.bucket,
+            prefix: &config.object_key_prefix,
+            provider: config.provider.as_str(),
+            access_key_id: &config.credentials.access_key_id,
+            expire: config.credentials.expire,
+            cache_hit: issued.cache_hit,
+        };
+        let Ok(mut line) = serde_json::to_string(&record) else {
+            return;
+        };
+        line.push('\n');
+        if tx.try_send(line).is_err() {
+            metrics::counter!("stsgate_audit_dropped_total").increment(1);
+        }
+    }
+}
+
+async fn write(mut file: tokio::fs::File, mut rx: mpsc::Receiver<String>, path: PathBuf) {
+    while let Some(line) = rx.recv().await {
+        let mut result = file.write_all(line.as_bytes()).await;
+        // Flush once the queue is empty: batches under load, prompt when idle.
+        if result.is_ok() && rx.is_empty() {
+            result = file.flush().await;
+        }
+        if let Err(e) = result {
+            metrics::counter!("stsgate_audit_dropped_total").increment(1);
+            tracing::error!(path = %path.display(), error = %e, "cannot write the audit log");
+        }
+    }
+}

@@ -1,0 +1,290 @@
+//! External-broker mode against a real Mosquitto started by the test on a free port (and killed
+//! when the test ends). `scripts/test.sh` installs Mosquitto when it is missing.
+
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
+
+mod common;
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::{Dock, Options, storage_config_get};
+use stsgate::mqtt::BrokerAddr;
+
+/// A Mosquitto process of this test's own.
+struct Mosquitto {
+    child: Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Mosquitto {
+    /// A broker on a free port.
+    fn start() -> Self {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        Self::start_on(port).expect("mosquitto listens")
+    }
+
+    /// A broker on `port`; `None` if it does not listen there within 5 s.
+    fn start_on(port: u16) -> Option<Self> {
+        Self::start_with(port, "allow_anonymous true\n", None)
+    }
+
+    /// A broker on `port` with `auth` lines in its configuration (`{dir}` stands for the
+    /// broker's directory), and `setup` run on that directory first (to write password and ACL
+    /// files).
+    fn start_with(port: u16, auth: &str, setup: Option<&dyn Fn(&std::path::Path)>) -> Option<Self> {
+        let binary = [
+            "/usr/sbin/mosquitto",
+            "/usr/local/sbin/mosquitto",
+            "/usr/bin/mosquitto",
+        ]
+        .into_iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+        .expect("mosquitto is installed (scripts/test.sh installs it)");
+        let dir = tempfile::tempdir().expect("dir");
+        let conf = dir.path().join("mosquitto.conf");
+        if let Some(setup) = setup {
+            setup(dir.path());
+        }
+        // `{dir}` in `auth` is the broker's directory (Mosquitto resolves relative paths from its
+        // working directory, not from the configuration file).
+        let auth = auth.replace("{dir}", &dir.path().display().to_string());
+        let text = format!(
+            "per_listener_settings false
+persistence false
+log_dest stderr
+user root
+\
+             listener {port} 127.0.0.1
+{auth}"
+        );
+        std::fs::write(&conf, text).expect("config");
+        let mut child = Command::new(binary)
+            .arg("-c")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("mosquitto starts");
+        for _ in 0..200 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return Some(Self {
+                    child,
+                    port,
+                    _dir: dir,
+                });
+            }
+            if let Ok(Some(_)) = child.try_wait() {
+                return None; // exited: the port is not free yet
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        None
+    }
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test]
+async fn docks_are_answered_through_an_external_mosquitto() {
+    let broker = Mosquitto::start();
+    let url = format!("mqtt://127.0.0.1:{}", broker.port);
+    let svc = Options::default()
+        .env("STSGATE_MQTT__URL", &url)
+        .start()
+        .await;
+    assert!(!svc.service.embedded_broker);
+    assert_eq!(
+        svc.service.broker,
+        BrokerAddr {
+            host: "127.0.0.1".into(),
+            port: broker.port
+        }
+    );
+    let mut dock = Dock::connect(&svc.service.broker, "MOSQ0001").await;
+    for (tid, ts) in [("a", "1654070968655"), ("b", r#""1654070968655""#)] {
+        let reply = dock.request(&storage_config_get(tid, ts)).await;
+        assert_eq!(reply["tid"], tid, "{reply}");
+        assert_eq!(reply["data"]["result"], 0, "{reply}");
+        assert_eq!(reply["data"]["output"]["object_key_prefix"], "default");
+    }
+    dock.send(b"garbage".to_vec()).await;
+    dock.assert_silence("garbage").await;
+    let reply = dock
+        .request(r#"{"tid":"m","bid":"b","method":"storage_config_get","data":{"module":1}}"#)
+        .await;
+    assert_eq!(reply["data"]["result"], 10422, "{reply}");
+    svc.service.stop().await;
+}
+
+#[tokio::test]
+async fn the_session_comes_back_after_the_broker_restarts() {
+    let broker = Mosquitto::start();
+    let port = broker.port;
+    let svc = Options::default()
+        .env("STSGATE_MQTT__URL", &format!("mqtt://127.0.0.1:{port}"))
+        .start()
+        .await;
+    drop(broker);
+    let down = async {
+        while svc.service.readiness.mqtt() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), down)
+        .await
+        .expect("the service notices the broker is gone");
+    let (status, _) = svc.get("/readyz").await;
+    assert_eq!(status, reqwest::StatusCode::SERVICE_UNAVAILABLE);
+
+    // Same port, new broker: the service reconnects and subscribes again by itself.
+    let restarted = restart_on(port);
+    assert!(
+        svc.service.wait_ready(Duration::from_secs(40)).await,
+        "resubscribed after the restart"
+    );
+    let mut dock = Dock::connect(&svc.service.broker, "MOSQ0002").await;
+    let reply = dock.request(&storage_config_get("again", "1")).await;
+    assert_eq!(reply["data"]["result"], 0, "{reply}");
+    drop(restarted);
+}
+
+fn restart_on(port: u16) -> Mosquitto {
+    for _ in 0..100 {
+        if let Some(m) = Mosquitto::start_on(port) {
+            return m;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("could not restart mosquitto on {port}");
+}
+
+#[tokio::test]
+async fn replicas_in_a_share_group_answer_each_request_exactly_once() {
+    let broker = Mosquitto::start();
+    let url = format!("mqtt://127.0.0.1:{}", broker.port);
+    let replica = || {
+        Options::default()
+            .env("STSGATE_MQTT__URL", &url)
+            .env("STSGATE_MQTT__SHARE_GROUP", "stsgate")
+            // One dock sends all the requests here: no rate limit in the way.
+            .env("STSGATE_LIMITS__DEVICE_PER_MINUTE", "0")
+            .start()
+    };
+    let a = replica().await;
+    let b = replica().await;
+    let mut dock = Dock::connect(&a.service.broker, "SHARE0001").await;
+
+    let mut collect = async |range: std::ops::Range<usize>| {
+        for i in range.clone() {
+            dock.send(storage_config_get(&format!("t{i}"), "1")).await;
+        }
+        let mut replies = Vec::new();
+        for _ in range {
+            replies.push(dock.reply().await);
+        }
+        replies
+    };
+    let first = collect(0..20).await;
+    // Each replica has its own cache (and, here, its own embedded store): two credentials mean
+    // both answered.
+    let keys: std::collections::HashSet<_> = first
+        .iter()
+        .map(|r| r["data"]["output"]["credentials"]["access_key_id"].to_string())
+        .collect();
+    assert_eq!(keys.len(), 2, "both replicas took a share");
+
+    // One replica stops while requests are in flight: it answers what it has received and
+    // leaves the group; the other takes the rest.
+    for i in 20..60 {
+        dock.send(storage_config_get(&format!("t{i}"), "1")).await;
+    }
+    b.stop().await;
+    let mut second = Vec::new();
+    for _ in 20..60 {
+        second.push(dock.reply().await);
+    }
+    dock.assert_silence("no request is answered twice").await;
+    let mut tids: Vec<String> = first
+        .iter()
+        .chain(&second)
+        .map(|r| r["tid"].as_str().unwrap().to_owned())
+        .collect();
+    tids.sort();
+    tids.dedup();
+    assert_eq!(tids.len(), 60, "every request answered exactly once");
+    assert!(second.iter().all(|r| r["data"]["result"] == 0));
+}
+
+#[tokio::test]
+async fn the_deployment_acl_keeps_each_dock_on_its_own_topics() {
+    // deploy/mosquitto/acl, exactly as shipped, with users made by mosquitto_passwd.
+    let port = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap()
+        .port();
+    let setup = |dir: &std::path::Path| {
+        std::fs::write(dir.join("acl"), include_str!("../deploy/mosquitto/acl")).unwrap();
+        let passwd = dir.join("passwd");
+        for (i, (user, password)) in [
+            ("stsgate", "svc-pass"),
+            ("GW0001", "dock-1"),
+            ("GW0002", "dock-2"),
+        ]
+        .iter()
+        .enumerate()
+        {
+            let mut cmd = Command::new("mosquitto_passwd");
+            if i == 0 {
+                cmd.arg("-c");
+            }
+            let status = cmd
+                .arg("-b")
+                .arg(&passwd)
+                .args([user, password])
+                .status()
+                .expect("mosquitto_passwd");
+            assert!(status.success());
+        }
+    };
+    let auth = "allow_anonymous false\npassword_file {dir}/passwd\nacl_file {dir}/acl\n";
+    let broker = Mosquitto::start_with(port, auth, Some(&setup)).expect("mosquitto with ACLs");
+    let svc = Options::default()
+        .env(
+            "STSGATE_MQTT__URL",
+            &format!("mqtt://127.0.0.1:{}", broker.port),
+        )
+        .env("STSGATE_MQTT__USERNAME", "stsgate")
+        .env("STSGATE_MQTT__PASSWORD", "svc-pass")
+        .env("STSGATE_MQTT__SHARE_GROUP", "stsgate")
+        .start()
+        .await;
+    let broker_addr = &svc.service.broker;
+    let mut dock = Dock::connect_as(broker_addr, "GW0001", Some(("GW0001", "dock-1"))).await;
+    // GW0002 tries to read GW0001's replies and to ask in its name.
+    let mut spy = Dock::connect_as(broker_addr, "GW0001", Some(("GW0002", "dock-2"))).await;
+
+    let reply = dock.request(&storage_config_get("own", "1")).await;
+    assert_eq!(reply["data"]["result"], 0, "{reply}");
+    spy.assert_silence("another dock's replies are not delivered")
+        .await;
+
+    spy.send(storage_config_get("forged", "1")).await;
+    dock.assert_silence("a request published on another dock's topic is dropped")
+        .await;
+    spy.assert_silence("and so never answered").await;
+}
