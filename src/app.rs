@@ -38,9 +38,12 @@ pub enum Error {
     /// The issuer could not be built.
     #[error("storage: {0}")]
     Issuer(#[from] issuer::Error),
-    /// The gateway could not be built.
-    #[error("storage: {0}")]
+    /// The gateway could not be built (the message names the key).
+    #[error("{0}")]
     Gateway(String),
+    /// The device registry's database refused its query.
+    #[error("{0}")]
+    Registry(String),
     /// The embedded broker failed.
     #[error(transparent)]
     Broker(#[from] crate::embedded::broker::Error),
@@ -126,6 +129,7 @@ impl Service {
             None => Audit::default(),
         };
         let gateway = Gateway::new(&config, opened.issuer).map_err(Error::Gateway)?;
+        gateway.probe_registry().await.map_err(Error::Registry)?;
         let gateway = Arc::new(gateway.with_audit(audit));
         let (broker, embedded_broker) = match &config.mqtt.url {
             Some(url) => (BrokerAddr::parse(url).map_err(Error::BrokerUrl)?, false),
@@ -227,8 +231,8 @@ fn mqtt_password(config: &Config) -> Result<Option<Secret>, Error> {
         return Ok(Some(password.clone()));
     }
     match &config.mqtt.password_file {
-        Some(path) => std::fs::read_to_string(path)
-            .map(|text| Some(Secret::new(text.trim())))
+        Some(path) => auth::read_secret_file(path)
+            .map(Some)
             .map_err(|e| Error::BrokerPassword(format!("{}: {e}", path.display()))),
         None => Ok(None),
     }

@@ -10,4 +10,4 @@ mod secret_file;
 pub use error::Error;
 pub use jwt::{Claims, Verifier, mint};
 pub use keys::{PublicKeys, REFETCH_AFTER};
-pub use secret_file::load_or_generate;
+pub use secret_file::{load_or_generate, read_secret_file};

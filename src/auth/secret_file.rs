@@ -15,11 +15,11 @@ pub fn load_or_generate(config: &AuthConfig, data_dir: &Path) -> Result<Secret, 
         return Ok(secret.clone());
     }
     if let Some(path) = &config.jwt_secret_file {
-        return read_secret(path)
+        return read_secret_file(path)
             .map_err(|e| format!("auth.jwt_secret_file {}: {e}", path.display()));
     }
     let path = data_dir.join("jwt_secret");
-    match read_secret(&path) {
+    match read_secret_file(&path) {
         Ok(secret) => Ok(secret),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             create_private_dir(data_dir)
@@ -35,7 +35,8 @@ pub fn load_or_generate(config: &AuthConfig, data_dir: &Path) -> Result<Secret, 
     }
 }
 
-fn read_secret(path: &Path) -> std::io::Result<Secret> {
+/// Reads a secret from a file (trimmed); an empty file is an error.
+pub fn read_secret_file(path: &Path) -> std::io::Result<Secret> {
     let text = std::fs::read_to_string(path)?;
     let secret = text.trim();
     if secret.is_empty() {

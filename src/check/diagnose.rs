@@ -121,6 +121,12 @@ pub fn gateway(e: &gateway::Error) -> String {
         gateway::Error::DeviceNotBound { .. } => {
             "bind the device in [devices.bind] or set devices.default_workspace"
         }
+        gateway::Error::Registry(crate::registry::LookupError::Unavailable { .. }) => {
+            "check that this host reaches the database in devices.sql.url"
+        }
+        gateway::Error::Registry(crate::registry::LookupError::Unusable { .. }) => {
+            "check devices.sql.query: it must return the workspace id as text"
+        }
         gateway::Error::RateLimited { .. } => "wait and retry; see [limits]",
         gateway::Error::Issuer(issuer::Error::Rejected(_)) => {
             "check the role, its trust policy and the service's own keys"

@@ -212,6 +212,52 @@ pub struct DevicesConfig {
     pub default_workspace: Option<String>,
     /// Gateway serial number → workspace id.
     pub bind: BTreeMap<String, String>,
+    /// The platform's database, asked for gateways not listed in `bind`.
+    pub sql: Option<Box<SqlDevicesConfig>>,
+}
+
+/// `[devices.sql]`: a query that maps a gateway serial number to a workspace id.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SqlDevicesConfig {
+    /// `postgres://…`, `mysql://…` or `mariadb://…`. Treated as a secret (it may hold a
+    /// password): never logged.
+    pub url: Option<Secret>,
+    /// The database password, when the URL holds none (environment only:
+    /// `STSGATE_DEVICES__SQL__PASSWORD`).
+    pub password: Option<Secret>,
+    /// A file holding the password (alternative to `password`).
+    pub password_file: Option<PathBuf>,
+    /// Returns the workspace id (text) of the gateway bound by the one parameter (`$1` on
+    /// PostgreSQL, `?` on MySQL/MariaDB); no row or `''` means not bound. Default: the DJI demo's
+    /// `manage_device` table.
+    pub query: Option<String>,
+    /// How long an answer is reused.
+    #[serde(with = "duration")]
+    pub cache_ttl: Duration,
+    /// How long "not bound" is reused (shorter, so a newly bound dock is served soon).
+    #[serde(with = "duration")]
+    pub unbound_ttl: Duration,
+    /// How long one lookup may take before the database counts as unavailable.
+    #[serde(with = "duration")]
+    pub timeout: Duration,
+    /// Connections in the pool.
+    pub max_connections: u32,
+}
+
+impl Default for SqlDevicesConfig {
+    fn default() -> Self {
+        Self {
+            url: None,
+            password: None,
+            password_file: None,
+            query: None,
+            cache_ttl: Duration::from_secs(60),
+            unbound_ttl: Duration::from_secs(10),
+            timeout: Duration::from_secs(2),
+            max_connections: 4,
+        }
+    }
 }
 
 /// `[log]`

@@ -270,6 +270,38 @@ fn devices(c: &Config, p: &mut Problems) {
             p.add(format!("devices.bind.{sn}"), e.to_string());
         }
     }
+    if let Some(sql) = &c.devices.sql {
+        match sql
+            .url
+            .as_ref()
+            .map(|u| crate::registry::sql::Dialect::of(u.expose()))
+        {
+            None => p.add("devices.sql.url", "is required when [devices.sql] is set"),
+            Some(Err(e)) => p.add("devices.sql.url", e),
+            Some(Ok(_)) => {}
+        }
+        if sql.password.is_some() && sql.password_file.is_some() {
+            p.add(
+                "devices.sql.password",
+                "set either devices.sql.password or devices.sql.password_file, not both",
+            );
+        }
+        if sql.query.as_deref().is_some_and(|q| q.trim().is_empty()) {
+            p.add("devices.sql.query", "must not be empty");
+        }
+        if sql.timeout.is_zero() {
+            p.add("devices.sql.timeout", "must be more than 0s");
+        }
+        if sql.max_connections == 0 {
+            p.add("devices.sql.max_connections", "must be at least 1");
+        }
+        if sql.unbound_ttl > sql.cache_ttl {
+            p.add(
+                "devices.sql.unbound_ttl",
+                "must not be longer than devices.sql.cache_ttl",
+            );
+        }
+    }
 }
 
 /// S3 bucket naming rules (the subset every provider shares).

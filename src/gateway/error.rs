@@ -21,6 +21,9 @@ pub enum Error {
         /// The serial number.
         sn: String,
     },
+    /// The device registry could not say which workspace the gateway belongs to.
+    #[error(transparent)]
+    Registry(#[from] crate::registry::LookupError),
     /// Too many requests from this device or token subject.
     #[error("too many requests; retry in {}s", .retry_after.as_secs().max(1))]
     RateLimited {
@@ -40,6 +43,10 @@ impl Error {
         match self {
             Self::InvalidWorkspace(_) => ResultCode::BadRequest,
             Self::DeviceNotBound { .. } => ResultCode::DeviceNotBound,
+            Self::Registry(crate::registry::LookupError::Unavailable { .. }) => {
+                ResultCode::Unavailable
+            }
+            Self::Registry(crate::registry::LookupError::Unusable { .. }) => ResultCode::Internal,
             Self::RateLimited { .. } => ResultCode::RateLimited,
             Self::Issuer(e) => match e {
                 issuer::Error::Rejected(_) | issuer::Error::TooShort(_) => {

@@ -48,11 +48,12 @@ pub struct Issued {
 impl Gateway {
     /// Builds the gateway from a validated config and an issuer.
     pub fn new(config: &Config, issuer: IssuerHandle) -> Result<Self, String> {
-        let template = PrefixTemplate::parse(&config.storage.object_key_prefix)?;
+        let template = PrefixTemplate::parse(&config.storage.object_key_prefix)
+            .map_err(|e| format!("storage.object_key_prefix: {e}"))?;
         Ok(Self {
             provider: issuer.provider(),
             cache: Cache::new(issuer, &config.storage),
-            registry: Registry::from_config(&config.devices, config.default_workspace()),
+            registry: Registry::from_config(&config.devices, config.default_workspace())?,
             template,
             bucket: config.storage.bucket.as_str().into(),
             endpoint: config.advertised_endpoint(),
@@ -74,8 +75,14 @@ impl Gateway {
         let workspace = self
             .registry
             .workspace_of(sn)
+            .await?
             .ok_or_else(|| Error::DeviceNotBound { sn: sn.to_owned() })?;
         self.for_workspace(workspace).await
+    }
+
+    /// Checks the device registry's database query once (start-up).
+    pub async fn probe_registry(&self) -> Result<(), String> {
+        self.registry.probe().await
     }
 
     /// Records every credential handed out in `audit`.

@@ -1,18 +1,26 @@
-//! Device registry: gateway serial number → workspace. Static, from `[devices]` in config: the
-//! `bind` table first, then `default_workspace`, else the gateway is not bound.
+//! Device registry: gateway serial number → workspace. The `bind` table from `[devices]` first,
+//! then the platform's database (`[devices.sql]`, see [`sql`]), then `default_workspace`, else
+//! the gateway is not bound. A database that cannot answer is an error, never a fall-through to
+//! the default: a dock bound elsewhere must not get another workspace's credentials.
 //!
-//! Serial numbers match case-insensitively: DJI serial numbers are upper case, and keys set
-//! through environment variables (`STSGATE_DEVICES__BIND__<SN>`) arrive in lower case.
+//! Serial numbers in `bind` match case-insensitively: DJI serial numbers are upper case, and
+//! keys set through environment variables (`STSGATE_DEVICES__BIND__<SN>`) arrive in lower case.
+
+mod cache;
+pub mod sql;
 
 use std::collections::HashMap;
+
+pub use sql::LookupError;
 
 use crate::config::DevicesConfig;
 use crate::gateway::WorkspaceId;
 
-/// The static registry.
-#[derive(Clone, Debug, Default)]
+/// The registry.
+#[derive(Debug, Default)]
 pub struct Registry {
     bind: HashMap<String, WorkspaceId>,
+    sql: Option<sql::SqlRegistry>,
     default: Option<WorkspaceId>,
 }
 
@@ -20,23 +28,56 @@ pub struct Registry {
 
 impl Registry {
     /// Builds the registry from validated config (entries that fail validation are skipped;
-    /// `config::validate` has already refused them at start-up).
-    pub fn from_config(devices: &DevicesConfig, default_workspace: Option<&str>) -> Self {
+    /// `config::validate` has already refused them at start-up). The database, if any, is not
+    /// contacted yet: see [`Registry::probe`].
+    pub fn from_config(
+        devices: &DevicesConfig,
+        default_workspace: Option<&str>,
+    ) -> Result<Self, String> {
         let bind = devices
             .bind
             .iter()
             .filter_map(|(sn, ws)| Some((sn.to_ascii_uppercase(), WorkspaceId::parse(ws).ok()?)))
             .collect();
         let default = default_workspace.and_then(|ws| WorkspaceId::parse(ws).ok());
-        Self { bind, default }
+        let sql = match &devices.sql {
+            Some(config) => {
+                let password = match (&config.password, &config.password_file) {
+                    (Some(p), _) => Some(p.clone()),
+                    (None, Some(path)) => {
+                        Some(crate::auth::read_secret_file(path).map_err(|e| {
+                            format!("devices.sql.password_file {}: {e}", path.display())
+                        })?)
+                    }
+                    (None, None) => None,
+                };
+                Some(sql::SqlRegistry::new(config, password)?)
+            }
+            None => None,
+        };
+        Ok(Self { bind, sql, default })
     }
 
-    /// The workspace a gateway belongs to, if any.
-    pub fn workspace_of(&self, sn: &str) -> Option<WorkspaceId> {
-        self.bind
-            .get(&sn.to_ascii_uppercase())
-            .or(self.default.as_ref())
-            .cloned()
+    /// Checks the database query once (start-up).
+    pub async fn probe(&self) -> Result<(), String> {
+        match &self.sql {
+            Some(sql) => Box::pin(sql.probe()).await,
+            None => Ok(()),
+        }
+    }
+
+    /// The workspace a gateway belongs to; `Ok(None)` when it belongs to none.
+    pub async fn workspace_of(&self, sn: &str) -> Result<Option<WorkspaceId>, LookupError> {
+        if let Some(ws) = self.bind.get(&sn.to_ascii_uppercase()) {
+            return Ok(Some(ws.clone()));
+        }
+        if let Some(sql) = &self.sql
+            // Boxed: the driver's future is large, and most requests never need it.
+            && let Some(ws) = Box::pin(sql.workspace_of(sn)).await?
+        {
+            return Ok(Some(ws));
+        }
+        Ok(self.default.clone())
     }
 }
 
@@ -44,24 +85,36 @@ impl Registry {
 mod tests {
     use super::*;
 
-    #[test]
-    fn bound_then_default_then_none() {
+    #[tokio::test]
+    async fn bound_then_default_then_none() {
         let mut devices = DevicesConfig::default();
         devices.bind.insert("SN1".into(), "ws-a".into());
-        let with_default = Registry::from_config(&devices, Some("fallback"));
+        let with_default = Registry::from_config(&devices, Some("fallback")).unwrap();
         assert_eq!(
-            with_default.workspace_of("SN1").map(|w| w.to_string()),
+            with_default
+                .workspace_of("SN1")
+                .await
+                .unwrap()
+                .map(|w| w.to_string()),
             Some("ws-a".into())
         );
         assert_eq!(
-            with_default.workspace_of("SN2").map(|w| w.to_string()),
+            with_default
+                .workspace_of("SN2")
+                .await
+                .unwrap()
+                .map(|w| w.to_string()),
             Some("fallback".into())
         );
         assert_eq!(
-            with_default.workspace_of("sn1").map(|w| w.to_string()),
+            with_default
+                .workspace_of("sn1")
+                .await
+                .unwrap()
+                .map(|w| w.to_string()),
             Some("ws-a".into())
         );
-        let strict = Registry::from_config(&devices, None);
-        assert_eq!(strict.workspace_of("SN2"), None);
+        let strict = Registry::from_config(&devices, None).unwrap();
+        assert_eq!(strict.workspace_of("SN2").await.unwrap(), None);
     }
 }

@@ -56,6 +56,11 @@ impl Options {
     }
 
     pub async fn start(self) -> TestService {
+        self.try_start().await.expect("service starts")
+    }
+
+    /// Starts the service, or returns why it refused to start.
+    pub async fn try_start(self) -> Result<TestService, String> {
         let data = self
             .data
             .unwrap_or_else(|| tempfile::tempdir().expect("data dir"));
@@ -81,15 +86,15 @@ impl Options {
             flags,
         })
         .expect("valid test config");
-        let service = Service::start(config).await.expect("service starts");
+        let service = Service::start(config).await.map_err(|e| e.to_string())?;
         assert!(service.wait_ready(ANSWER).await, "MQTT session subscribed");
         let base_url = format!("http://{}", service.http_addr);
-        TestService {
+        Ok(TestService {
             service,
             data,
             base_url,
             http: reqwest::Client::new(),
-        }
+        })
     }
 }
 
@@ -370,5 +375,65 @@ impl Drop for Moto {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// A TCP link to a real server that a test can cut and restore: while cut, open connections
+/// are severed and new ones are closed at once, as when a database host becomes unreachable.
+pub struct Link {
+    pub addr: std::net::SocketAddr,
+    up: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    open: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+impl Link {
+    pub async fn to(target: &str) -> Self {
+        use std::sync::atomic::Ordering;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let up = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let open = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (target, up2, open2) = (target.to_owned(), up.clone(), open.clone());
+        let accept = tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                if !up2.load(Ordering::SeqCst) {
+                    continue;
+                }
+                let target = target.clone();
+                let task = tokio::spawn(async move {
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+                open2.lock().unwrap().push(task.abort_handle());
+            }
+        });
+        Self {
+            addr,
+            up,
+            open,
+            accept,
+        }
+    }
+
+    /// Severs every open connection and refuses new ones.
+    pub fn cut(&self) {
+        self.up.store(false, std::sync::atomic::Ordering::SeqCst);
+        for task in self.open.lock().unwrap().drain(..) {
+            task.abort();
+        }
+    }
+
+    /// Lets connections through again.
+    pub fn restore(&self) {
+        self.up.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Drop for Link {
+    fn drop(&mut self) {
+        self.cut();
+        self.accept.abort();
     }
 }

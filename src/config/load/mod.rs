@@ -18,6 +18,8 @@ const NOT_KEYS: &[&str] = &["STSGATE_CONFIG"];
 const SECRET_KEYS: &[&str] = &[
     "auth.jwt_secret",
     "mqtt.password",
+    "devices.sql.password",
+    "storage.secret_access_key",
     "storage.local.admin_secret_key",
 ];
 

@@ -157,6 +157,25 @@ fn secrets_may_not_be_written_in_the_file() {
         "{msg}"
     );
     assert!(!msg.contains("file-secret-value"), "{msg}");
+    for (section, key, env) in [
+        (
+            "storage",
+            "secret_access_key",
+            "STSGATE_STORAGE__SECRET_ACCESS_KEY",
+        ),
+        ("devices.sql", "password", "STSGATE_DEVICES__SQL__PASSWORD"),
+        ("mqtt", "password", "STSGATE_MQTT__PASSWORD"),
+    ] {
+        let f = toml_file(&format!("[{section}]\n{key} = \"file-secret-value\"\n"));
+        let msg = load(&Sources {
+            file: Some(f.path().to_path_buf()),
+            ..Sources::default()
+        })
+        .expect_err("refused")
+        .to_string();
+        assert!(msg.contains(env), "{msg}");
+        assert!(!msg.contains("file-secret-value"), "{msg}");
+    }
 }
 
 #[test]
@@ -185,6 +204,10 @@ fn debug_of_config_hides_secrets() {
     let e = env(&[
         ("STSGATE_AUTH__JWT_SECRET", "jwt-secret-value"),
         ("STSGATE_MQTT__PASSWORD", "broker-password"),
+        (
+            "STSGATE_DEVICES__SQL__URL",
+            "postgres://app:db-password@db/platform",
+        ),
     ]);
     let c = load(&Sources {
         env: e,
@@ -195,7 +218,9 @@ fn debug_of_config_hides_secrets() {
     let toml = toml::to_string(&c).expect("serializes");
     for text in [dbg, toml] {
         assert!(
-            !text.contains("jwt-secret-value") && !text.contains("broker-password"),
+            !text.contains("jwt-secret-value")
+                && !text.contains("broker-password")
+                && !text.contains("db-password"),
             "{text}"
         );
     }
