@@ -240,10 +240,15 @@ impl Dock {
             )
             .await
             .expect("queue subscribe");
+        let (resubscribe, topic) = (client.clone(), format!("thing/product/{sn}/requests_reply"));
         tokio::spawn(async move {
             let mut subscribed = Some(subscribed_tx);
             loop {
                 match eventloop.poll().await {
+                    // Back after a lost connection: subscribe again, as a dock does.
+                    Ok(Event::Incoming(Packet::ConnAck(_))) if subscribed.is_none() => {
+                        let _ = resubscribe.try_subscribe(&topic, QoS::AtLeastOnce);
+                    }
                     Ok(Event::Incoming(Packet::SubAck(_))) => {
                         if let Some(s) = subscribed.take() {
                             let _ = s.send(());
@@ -292,6 +297,14 @@ impl Dock {
             .expect("reply channel open")
     }
 
+    /// The next reply, if one arrives within `within`.
+    pub async fn try_reply(&mut self, within: Duration) -> Option<Value> {
+        tokio::time::timeout(within, self.replies.recv())
+            .await
+            .ok()
+            .flatten()
+    }
+
     /// Sends a request and returns the reply.
     pub async fn request(&mut self, payload: &str) -> Value {
         self.send(payload).await;
@@ -303,6 +316,12 @@ impl Dock {
         if let Ok(Some(reply)) = tokio::time::timeout(SILENCE, self.replies.recv()).await {
             panic!("expected no reply ({why}), got {reply}");
         }
+    }
+}
+
+impl Drop for Dock {
+    fn drop(&mut self) {
+        let _ = self.client.try_disconnect();
     }
 }
 
