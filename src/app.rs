@@ -50,6 +50,9 @@ pub enum Error {
     /// The external broker URL is unusable.
     #[error("mqtt.url: {0}")]
     BrokerUrl(String),
+    /// The TLS settings for the broker are unusable (the message names the key).
+    #[error("{0}")]
+    BrokerTls(String),
     /// The MQTT password file is unreadable.
     #[error("mqtt.password_file: {0}")]
     BrokerPassword(String),
@@ -143,6 +146,7 @@ impl Service {
                     BrokerAddr {
                         host: addr.ip().to_string(),
                         port: addr.port(),
+                        tls: false,
                     },
                     true,
                 )
@@ -176,7 +180,12 @@ impl Service {
         });
 
         let password = mqtt_password(&config)?;
-        let settings = mqtt::Settings::new(&config.mqtt, broker.clone(), password);
+        let tls = if broker.tls {
+            Some(mqtt::tls::client_config(&config.mqtt).map_err(Error::BrokerTls)?)
+        } else {
+            None
+        };
+        let settings = mqtt::Settings::new(&config.mqtt, broker.clone(), password, tls);
         tasks.spawn(mqtt::run(
             settings,
             gateway.clone(),

@@ -138,9 +138,9 @@ impl Cli {
     /// Runs the command.
     pub async fn run(self, config: Config) -> anyhow::Result<()> {
         match self.command {
-            Command::Serve(_) => serve(config).await,
+            Command::Serve(_) => Box::pin(serve(config)).await,
             Command::Token(args) => token(&config, &args),
-            Command::Check(args) => check(config, &args).await,
+            Command::Check(args) => Box::pin(check(config, &args)).await,
             Command::Config => {
                 say(&toml::to_string_pretty(&config).context("cannot print the configuration")?);
                 Ok(())

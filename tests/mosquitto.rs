@@ -112,7 +112,8 @@ async fn docks_are_answered_through_an_external_mosquitto() {
         svc.service.broker,
         BrokerAddr {
             host: "127.0.0.1".into(),
-            port: broker.port
+            port: broker.port,
+            tls: false,
         }
     );
     let mut dock = Dock::connect(&svc.service.broker, "MOSQ0001").await;
@@ -245,6 +246,7 @@ async fn a_request_sent_while_the_service_reconnects_is_answered_once_it_is_back
             let direct = BrokerAddr {
                 host: "127.0.0.1".into(),
                 port: broker_port,
+                tls: false,
             };
             let mut dock = Dock::connect(&direct, "WINDOW0001").await;
             let reply = dock.request(&storage_config_get("before", "1")).await;
@@ -433,4 +435,125 @@ async fn the_deployment_acl_keeps_each_dock_on_its_own_topics() {
     dock.assert_silence("a request published on another dock's topic is dropped")
         .await;
     spy.assert_silence("and so never answered").await;
+}
+
+/// A test PKI in `dir`: `ca.pem`; `server.pem`/`server.key` for 127.0.0.1 and localhost and
+/// `client.pem`/`client.key`, both signed by it; and `other-ca.pem`, a CA that signed nothing.
+fn pki(dir: &std::path::Path) {
+    use rcgen::{
+        BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose,
+        IsCa, KeyPair, KeyUsagePurpose, SanType,
+    };
+    let ca = |name: &str| {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.distinguished_name.push(DnType::CommonName, name);
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap()
+    };
+    let write = |name: &str, text: String| std::fs::write(dir.join(name), text).unwrap();
+    let authority = ca("stsgate test CA");
+    write("ca.pem", authority.pem());
+    write("other-ca.pem", ca("another CA").pem());
+    for (name, usage) in [
+        ("server", ExtendedKeyUsagePurpose::ServerAuth),
+        ("client", ExtendedKeyUsagePurpose::ClientAuth),
+    ] {
+        let mut params = CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+        params
+            .subject_alt_names
+            .push(SanType::IpAddress([127, 0, 0, 1].into()));
+        params.distinguished_name.push(DnType::CommonName, name);
+        params.extended_key_usages = vec![usage];
+        let key = KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &authority).unwrap();
+        write(&format!("{name}.pem"), cert.pem());
+        write(&format!("{name}.key"), key.serialize_pem());
+    }
+}
+
+/// Mosquitto with a plain listener (for the docks) and a TLS listener that requires a client
+/// certificate from the test CA (for stsgate); returns the broker and the TLS port.
+fn tls_broker(pki_dir: &std::path::Path) -> (Mosquitto, u16) {
+    let free = || {
+        TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .unwrap()
+            .port()
+    };
+    let (plain, tls) = (free(), free());
+    let d = pki_dir.display();
+    let listeners = format!(
+        "allow_anonymous true
+listener {tls} 127.0.0.1
+cafile {d}/ca.pem
+certfile {d}/server.pem
+keyfile {d}/server.key
+require_certificate true
+"
+    );
+    let broker = Mosquitto::start_with(plain, &listeners, None).expect("mosquitto with TLS");
+    (broker, tls)
+}
+
+#[tokio::test]
+async fn docks_are_answered_through_mosquitto_over_tls_with_a_client_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    pki(dir.path());
+    let (broker, tls_port) = tls_broker(dir.path());
+    let file = |name: &str| dir.path().join(name).display().to_string();
+    let svc = Options::default()
+        .env(
+            "STSGATE_MQTT__URL",
+            &format!("mqtts://127.0.0.1:{tls_port}"),
+        )
+        .env("STSGATE_MQTT__CA_FILE", &file("ca.pem"))
+        .env("STSGATE_MQTT__CLIENT_CERT_FILE", &file("client.pem"))
+        .env("STSGATE_MQTT__CLIENT_KEY_FILE", &file("client.key"))
+        .start()
+        .await;
+    assert!(svc.service.broker.tls);
+    assert_eq!(svc.service.broker.port, tls_port);
+    let plain = BrokerAddr {
+        host: "127.0.0.1".into(),
+        port: broker.port,
+        tls: false,
+    };
+    let mut dock = Dock::connect(&plain, "TLS00001").await;
+    let reply = dock.request(&storage_config_get("tls", "1")).await;
+    assert_eq!(reply["data"]["result"], 0, "{reply}");
+    svc.service.stop().await;
+}
+
+#[tokio::test]
+async fn a_broker_the_ca_does_not_vouch_for_or_a_missing_client_certificate_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    pki(dir.path());
+    let (_broker, tls_port) = tls_broker(dir.path());
+    let file = |name: &str| dir.path().join(name).display().to_string();
+    let url = format!("mqtts://127.0.0.1:{tls_port}");
+    let cases = [
+        // The broker's certificate is not signed by the CA stsgate trusts.
+        vec![
+            ("STSGATE_MQTT__CA_FILE", file("other-ca.pem")),
+            ("STSGATE_MQTT__CLIENT_CERT_FILE", file("client.pem")),
+            ("STSGATE_MQTT__CLIENT_KEY_FILE", file("client.key")),
+        ],
+        // The broker requires a client certificate and gets none.
+        vec![("STSGATE_MQTT__CA_FILE", file("ca.pem"))],
+    ];
+    for case in cases {
+        let mut options = Options::default().env("STSGATE_MQTT__URL", &url).unready();
+        for (key, value) in &case {
+            options = options.env(key, value);
+        }
+        let svc = options.start().await;
+        assert!(
+            !svc.service.wait_ready(Duration::from_secs(3)).await,
+            "never subscribed: {case:?}"
+        );
+        let (status, _) = svc.get("/readyz").await;
+        assert_eq!(status, reqwest::StatusCode::SERVICE_UNAVAILABLE);
+        svc.service.stop().await;
+    }
 }

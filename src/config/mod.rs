@@ -92,7 +92,8 @@ pub struct HttpConfig {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct MqttConfig {
-    /// External broker, `mqtt://host:port`. Unset: run the embedded broker on `embedded_listen`.
+    /// External broker, `mqtt://host:port` or `mqtts://host:port` (TLS). Unset: run the embedded
+    /// broker on `embedded_listen`.
     pub url: Option<String>,
     /// Listen address of the embedded broker (only used when `url` is unset).
     pub embedded_listen: SocketAddr,
@@ -113,6 +114,13 @@ pub struct MqttConfig {
     pub keep_alive: Duration,
     /// Largest payload accepted on a requests topic; larger ones are dropped with a warning.
     pub max_payload: usize,
+    /// PEM file of the CA(s) that sign the broker's certificate (`mqtts://`); unset: the
+    /// system's roots.
+    pub ca_file: Option<PathBuf>,
+    /// PEM client certificate (chain), for brokers that require one.
+    pub client_cert_file: Option<PathBuf>,
+    /// PEM private key of `client_cert_file`.
+    pub client_key_file: Option<PathBuf>,
 }
 
 /// `[auth]`
@@ -359,6 +367,9 @@ impl Default for MqttConfig {
             reply_qos: 1,
             keep_alive: Duration::from_secs(30),
             max_payload: 64 * 1024,
+            ca_file: None,
+            client_cert_file: None,
+            client_key_file: None,
         }
     }
 }

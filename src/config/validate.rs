@@ -47,16 +47,28 @@ fn mqtt(c: &Config, p: &mut Problems) {
     let m = &c.mqtt;
     if let Some(url) = &m.url {
         match url.split_once("://") {
-            Some(("mqtt", rest)) if !rest.is_empty() => {}
-            Some(("mqtts", _)) => p.add(
-                "mqtt.url",
-                "mqtts:// (TLS) is not supported by this build yet; use mqtt://",
-            ),
+            Some(("mqtt" | "mqtts", rest)) if !rest.is_empty() => {}
             _ => p.add(
                 "mqtt.url",
                 format!("`{url}` is not an mqtt://host:port URL"),
             ),
         }
+    }
+    let tls = m.url.as_deref().is_some_and(|u| u.starts_with("mqtts://"));
+    for (key, set) in [
+        ("mqtt.ca_file", m.ca_file.is_some()),
+        ("mqtt.client_cert_file", m.client_cert_file.is_some()),
+        ("mqtt.client_key_file", m.client_key_file.is_some()),
+    ] {
+        if set && !tls {
+            p.add(key, "only applies to an mqtts:// mqtt.url");
+        }
+    }
+    if m.client_cert_file.is_some() != m.client_key_file.is_some() {
+        p.add(
+            "mqtt.client_cert_file",
+            "set both mqtt.client_cert_file and mqtt.client_key_file, or neither",
+        );
     }
     if m.reply_qos > 2 {
         p.add("mqtt.reply_qos", "must be 0, 1 or 2");

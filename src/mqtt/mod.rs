@@ -5,6 +5,7 @@
 mod dispatch;
 mod reply;
 mod session;
+pub mod tls;
 
 pub use dispatch::{Answer, handle};
 pub use session::{BrokerAddr, Settings, run};

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use rumqttc::{
     AsyncClient, ConnectionError, Event, EventLoop, MqttOptions, Packet, QoS, SubscribeReasonCode,
+    TlsConfiguration, Transport,
 };
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -26,6 +27,8 @@ pub struct BrokerAddr {
     pub host: String,
     /// TCP port.
     pub port: u16,
+    /// TLS (`mqtts://`).
+    pub tls: bool,
 }
 
 /// Session settings derived from `[mqtt]`.
@@ -47,6 +50,8 @@ pub struct Settings {
     pub max_payload: usize,
     /// Keep the broker session across reconnects (when the client id is configured).
     pub persistent: bool,
+    /// The TLS client configuration, for `mqtts://`.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 const BACKOFF_MIN: Duration = Duration::from_millis(250);
@@ -58,11 +63,14 @@ const MAX_PACKET: usize = 1024 * 1024;
 // === impl BrokerAddr ===
 
 impl BrokerAddr {
-    /// Parses `mqtt://host[:port]` (port 1883 by default).
+    /// Parses `mqtt://host[:port]` (port 1883 by default) or `mqtts://host[:port]` (TLS, port
+    /// 8883 by default).
     pub fn parse(url: &str) -> Result<Self, String> {
-        let rest = url
-            .strip_prefix("mqtt://")
-            .ok_or_else(|| format!("`{url}` does not start with mqtt://"))?;
+        let (rest, tls) = match (url.strip_prefix("mqtt://"), url.strip_prefix("mqtts://")) {
+            (Some(rest), _) => (rest, false),
+            (_, Some(rest)) => (rest, true),
+            _ => return Err(format!("`{url}` does not start with mqtt:// or mqtts://")),
+        };
         let rest = rest.trim_end_matches('/');
         let (host, port) = match rest.rsplit_once(':') {
             Some((host, port)) if !host.ends_with(']') || host.starts_with('[') => (
@@ -70,7 +78,7 @@ impl BrokerAddr {
                 port.parse()
                     .map_err(|_| format!("`{port}` is not a port"))?,
             ),
-            _ => (rest, 1883),
+            _ => (rest, if tls { 8883 } else { 1883 }),
         };
         let host = host.trim_start_matches('[').trim_end_matches(']');
         if host.is_empty() {
@@ -79,16 +87,18 @@ impl BrokerAddr {
         Ok(Self {
             host: host.to_owned(),
             port,
+            tls,
         })
     }
 }
 
 impl std::fmt::Display for BrokerAddr {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let scheme = if self.tls { "mqtts" } else { "mqtt" };
         if self.host.contains(':') {
-            write!(f, "mqtt://[{}]:{}", self.host, self.port)
+            write!(f, "{scheme}://[{}]:{}", self.host, self.port)
         } else {
-            write!(f, "mqtt://{}:{}", self.host, self.port)
+            write!(f, "{scheme}://{}:{}", self.host, self.port)
         }
     }
 }
@@ -96,8 +106,14 @@ impl std::fmt::Display for BrokerAddr {
 // === impl Settings ===
 
 impl Settings {
-    /// Settings for `broker` from `[mqtt]`; `password` is the resolved secret, if any.
-    pub fn new(config: &MqttConfig, broker: BrokerAddr, password: Option<Secret>) -> Self {
+    /// Settings for `broker` from `[mqtt]`; `password` is the resolved secret, if any; `tls` the
+    /// client configuration when the broker is `mqtts://`.
+    pub fn new(
+        config: &MqttConfig,
+        broker: BrokerAddr,
+        password: Option<Secret>,
+        tls: Option<Arc<rustls::ClientConfig>>,
+    ) -> Self {
         let client_id = config.client_id.clone().unwrap_or_else(|| {
             format!(
                 "stsgate-{}",
@@ -128,6 +144,7 @@ impl Settings {
             keep_alive: config.keep_alive,
             max_payload: config.max_payload,
             persistent: config.client_id.is_some(),
+            tls,
         }
     }
 
@@ -140,6 +157,11 @@ impl Settings {
         options.set_clean_session(!self.persistent);
         if let Some((user, password)) = &self.credentials {
             options.set_credentials(user, password.expose());
+        }
+        if let Some(tls) = &self.tls {
+            options.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(
+                tls.clone(),
+            )));
         }
         options
     }
@@ -353,22 +375,37 @@ mod tests {
             p("mqtt://127.0.0.1:1884"),
             Ok(BrokerAddr {
                 host: "127.0.0.1".into(),
-                port: 1884
+                port: 1884,
+                tls: false,
             })
         );
         assert_eq!(
             p("mqtt://broker.local"),
             Ok(BrokerAddr {
                 host: "broker.local".into(),
-                port: 1883
+                port: 1883,
+                tls: false,
             })
         );
         assert_eq!(
             p("mqtt://[::1]:1999"),
             Ok(BrokerAddr {
                 host: "::1".into(),
-                port: 1999
+                port: 1999,
+                tls: false,
             })
+        );
+        assert_eq!(
+            p("mqtts://broker.example.com"),
+            Ok(BrokerAddr {
+                host: "broker.example.com".into(),
+                port: 8883,
+                tls: true,
+            })
+        );
+        assert_eq!(
+            p("mqtts://broker.example.com").unwrap().to_string(),
+            "mqtts://broker.example.com:8883"
         );
         assert!(p("mqtt://host:port").is_err());
         assert!(p("mqtt://").is_err());

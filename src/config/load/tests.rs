@@ -113,6 +113,14 @@ fn bad_values_name_their_key() {
             "devices.default_workspace",
         ),
         ("STSGATE_HTTP__LISTN", "127.0.0.1:1", "listn"),
+        // TLS files without an mqtts:// broker.
+        ("STSGATE_MQTT__CA_FILE", "/etc/ca.pem", "mqtt.ca_file"),
+        (
+            "STSGATE_DEVICES__SQL__URL",
+            "sqlite://x.db",
+            "devices.sql.url",
+        ),
+        ("STSGATE_DEVICES__SQL__QUERY", "SELECT 1", "devices.sql.url"),
     ];
     for (k, v, key) in cases {
         let err = load(&Sources {
@@ -123,6 +131,28 @@ fn bad_values_name_their_key() {
         .to_string();
         assert!(err.contains(key), "{k}={v}: `{err}` should name {key}");
     }
+}
+
+#[test]
+fn a_client_certificate_needs_its_key() {
+    let err = load(&Sources {
+        env: env(&[
+            ("STSGATE_MQTT__URL", "mqtts://broker:8883"),
+            ("STSGATE_MQTT__CLIENT_CERT_FILE", "/etc/client.pem"),
+        ]),
+        ..Sources::default()
+    })
+    .expect_err("refused")
+    .to_string();
+    assert!(err.contains("mqtt.client_cert_file"), "{err}");
+    let ok = load(&Sources {
+        env: env(&[
+            ("STSGATE_MQTT__URL", "mqtts://broker:8883"),
+            ("STSGATE_MQTT__CA_FILE", "/etc/ca.pem"),
+        ]),
+        ..Sources::default()
+    });
+    assert!(ok.is_ok(), "{ok:?}");
 }
 
 #[test]
