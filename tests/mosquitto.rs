@@ -231,14 +231,16 @@ async fn the_session_comes_back_after_the_broker_restarts_under_load() {
 #[tokio::test]
 async fn a_request_sent_while_the_service_reconnects_is_answered_once_it_is_back() {
     let broker = Mosquitto::start();
-    let window = |client_id: Option<&str>| {
+    let window = |client_id: Option<&str>, protocol: &str| {
         let broker_port = broker.port;
         let client_id = client_id.map(str::to_owned);
+        let protocol = protocol.to_owned();
         async move {
             // The service reaches the broker through a link the test can cut; the dock does not.
             let link = Link::to(&format!("127.0.0.1:{broker_port}")).await;
-            let mut options =
-                Options::default().env("STSGATE_MQTT__URL", &format!("mqtt://{}", link.addr));
+            let mut options = Options::default()
+                .env("STSGATE_MQTT__URL", &format!("mqtt://{}", link.addr))
+                .env("STSGATE_MQTT__PROTOCOL", &protocol);
             if let Some(id) = &client_id {
                 options = options.env("STSGATE_MQTT__CLIENT_ID", id);
             }
@@ -285,20 +287,23 @@ async fn a_request_sent_while_the_service_reconnects_is_answered_once_it_is_back
         }
     };
 
-    // With a client id the broker keeps the session and queues the request for it.
-    let id = format!(
-        "stsgate-window-{}",
-        stsgate::random::string(stsgate::random::BASE32, 6).unwrap()
-    );
-    let late = window(Some(&id))
-        .await
-        .expect("answered once the service is back");
-    assert_eq!(late["tid"], "during", "{late}");
-    assert_eq!(late["data"]["result"], 0, "{late}");
+    // With a client id the broker keeps the session and queues the request for it, in MQTT
+    // 3.1.1 (clean session off) and MQTT 5 (clean start off, a session expiry interval).
+    for protocol in ["3.1.1", "5"] {
+        let id = format!(
+            "stsgate-window-{}",
+            stsgate::random::string(stsgate::random::BASE32, 6).unwrap()
+        );
+        let late = window(Some(&id), protocol)
+            .await
+            .unwrap_or_else(|| panic!("MQTT {protocol}: answered once the service is back"));
+        assert_eq!(late["tid"], "during", "{late}");
+        assert_eq!(late["data"]["result"], 0, "{late}");
+    }
 
     // Without one the session starts clean, and the request is lost: what the persistent
     // session above is for.
-    assert_eq!(window(None).await, None);
+    assert_eq!(window(None, "3.1.1").await, None);
 }
 
 fn now_ms() -> u64 {
@@ -325,16 +330,18 @@ fn restart_on(port: u16) -> Mosquitto {
 async fn replicas_in_a_share_group_answer_each_request_exactly_once() {
     let broker = Mosquitto::start();
     let url = format!("mqtt://127.0.0.1:{}", broker.port);
-    let replica = || {
+    // One replica speaks MQTT 3.1.1, the other MQTT 5: a rolling upgrade between the two.
+    let replica = |protocol: &str| {
         Options::default()
             .env("STSGATE_MQTT__URL", &url)
+            .env("STSGATE_MQTT__PROTOCOL", protocol)
             .env("STSGATE_MQTT__SHARE_GROUP", "stsgate")
             // One dock sends all the requests here: no rate limit in the way.
             .env("STSGATE_LIMITS__DEVICE_PER_MINUTE", "0")
             .start()
     };
-    let a = replica().await;
-    let b = replica().await;
+    let a = replica("3.1.1").await;
+    let b = replica("5").await;
     let mut dock = Dock::connect(&a.service.broker, "SHARE0001").await;
 
     let mut collect = async |range: std::ops::Range<usize>| {

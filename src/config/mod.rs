@@ -114,6 +114,8 @@ pub struct MqttConfig {
     pub keep_alive: Duration,
     /// Largest payload accepted on a requests topic; larger ones are dropped with a warning.
     pub max_payload: usize,
+    /// MQTT protocol version spoken to the external broker: `"3.1.1"` or `"5"`.
+    pub protocol: MqttProtocol,
     /// PEM file of the CA(s) that sign the broker's certificate (`mqtts://`); unset: the
     /// system's roots.
     pub ca_file: Option<PathBuf>,
@@ -121,6 +123,43 @@ pub struct MqttConfig {
     pub client_cert_file: Option<PathBuf>,
     /// PEM private key of `client_cert_file`.
     pub client_key_file: Option<PathBuf>,
+}
+
+/// MQTT protocol version: `"3.1.1"` or `"5"` (a number works too, as environment variables
+/// arrive as numbers when they look like one).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum MqttProtocol {
+    /// MQTT 3.1.1 (what DJI docks speak).
+    #[default]
+    V311,
+    /// MQTT 5.
+    V5,
+}
+
+impl Serialize for MqttProtocol {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(match self {
+            Self::V311 => "3.1.1",
+            Self::V5 => "5",
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for MqttProtocol {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Text(String),
+            Number(u64),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Text(t) if t.trim() == "3.1.1" => Ok(Self::V311),
+            Raw::Text(t) if t.trim() == "5" => Ok(Self::V5),
+            Raw::Number(5) => Ok(Self::V5),
+            _ => Err(serde::de::Error::custom(r#"expected "3.1.1" or "5""#)),
+        }
+    }
 }
 
 /// `[auth]`
@@ -367,6 +406,7 @@ impl Default for MqttConfig {
             reply_qos: 1,
             keep_alive: Duration::from_secs(30),
             max_payload: 64 * 1024,
+            protocol: MqttProtocol::V311,
             ca_file: None,
             client_cert_file: None,
             client_key_file: None,

@@ -64,6 +64,12 @@ fn mqtt(c: &Config, p: &mut Problems) {
             p.add(key, "only applies to an mqtts:// mqtt.url");
         }
     }
+    if m.url.is_none() && m.protocol == super::MqttProtocol::V5 {
+        p.add(
+            "mqtt.protocol",
+            "the embedded broker speaks 3.1.1; \"5\" needs an external broker (mqtt.url)",
+        );
+    }
     if m.client_cert_file.is_some() != m.client_key_file.is_some() {
         p.add(
             "mqtt.client_cert_file",

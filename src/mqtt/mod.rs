@@ -2,10 +2,12 @@
 //! gateway's requests topic; each `storage_config_get` is answered on the gateway's
 //! `requests_reply` topic.
 
+mod client;
 mod dispatch;
 mod reply;
 mod session;
 pub mod tls;
 
+pub use client::Protocol;
 pub use dispatch::{Answer, handle};
 pub use session::{BrokerAddr, Settings, run};

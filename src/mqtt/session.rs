@@ -6,13 +6,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use rumqttc::{
-    AsyncClient, ConnectionError, Event, EventLoop, MqttOptions, Packet, QoS, SubscribeReasonCode,
-    TlsConfiguration, Transport,
-};
+use rumqttc::QoS;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::client::{self, Client, EventLoop, Incoming, Protocol};
 use crate::config::MqttConfig;
 use crate::gateway::Gateway;
 use crate::http::Readiness;
@@ -52,13 +50,12 @@ pub struct Settings {
     pub persistent: bool,
     /// The TLS client configuration, for `mqtts://`.
     pub tls: Option<Arc<rustls::ClientConfig>>,
+    /// MQTT 3.1.1 or 5.
+    pub protocol: Protocol,
 }
 
 const BACKOFF_MIN: Duration = Duration::from_millis(250);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
-/// Packets larger than this make the client drop the connection; keep it well above
-/// `mqtt.max_payload` so an oversized request is dropped by us, not by the session.
-const MAX_PACKET: usize = 1024 * 1024;
 
 // === impl BrokerAddr ===
 
@@ -145,25 +142,12 @@ impl Settings {
             max_payload: config.max_payload,
             persistent: config.client_id.is_some(),
             tls,
+            protocol: if config.protocol == crate::config::MqttProtocol::V5 {
+                Protocol::V5
+            } else {
+                Protocol::V311
+            },
         }
-    }
-
-    fn options(&self) -> MqttOptions {
-        let mut options = MqttOptions::new(&self.client_id, &self.broker.host, self.broker.port);
-        options.set_keep_alive(self.keep_alive);
-        options.set_max_packet_size(MAX_PACKET, MAX_PACKET);
-        // A configured client id gets a persistent session: requests published while the
-        // connection is down are queued by the broker (QoS 1) and delivered on reconnect.
-        options.set_clean_session(!self.persistent);
-        if let Some((user, password)) = &self.credentials {
-            options.set_credentials(user, password.expose());
-        }
-        if let Some(tls) = &self.tls {
-            options.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(
-                tls.clone(),
-            )));
-        }
-        options
     }
 }
 
@@ -174,7 +158,7 @@ const QUIET: Duration = Duration::from_millis(200);
 
 /// What the event loop needs to act on events.
 struct Session {
-    client: AsyncClient,
+    client: Client,
     settings: Settings,
     gateway: Arc<Gateway>,
     readiness: Readiness,
@@ -190,7 +174,7 @@ pub async fn run(
     readiness: Readiness,
     shutdown: CancellationToken,
 ) {
-    let (client, mut eventloop) = AsyncClient::new(settings.options(), 1024);
+    let (client, mut eventloop) = client::connect(&settings);
     tracing::info!(broker = %settings.broker, client_id = %settings.client_id, filter = %settings.filter, "connecting to the MQTT broker");
     let session = Session {
         client,
@@ -207,11 +191,11 @@ pub async fn run(
         };
         match event {
             Ok(event) => session.on_event(event, &mut backoff),
-            Err(e) => {
+            Err(client::Lost(e)) => {
                 session.readiness.set_mqtt(false);
                 metrics::counter!("stsgate_mqtt_reconnects_total").increment(1);
                 let delay = backoff.next();
-                tracing::warn!(broker = %session.settings.broker, error = %describe(&e), retry_in = ?delay, "MQTT connection lost");
+                tracing::warn!(broker = %session.settings.broker, error = %e, retry_in = ?delay, "MQTT connection lost");
                 tokio::select! {
                     () = shutdown.cancelled() => break,
                     () = tokio::time::sleep(delay) => {}
@@ -226,47 +210,40 @@ pub async fn run(
 // === impl Session ===
 
 impl Session {
-    fn on_event(&self, event: Event, backoff: &mut Backoff) {
+    fn on_event(&self, event: Incoming, backoff: &mut Backoff) {
         match event {
-            Event::Incoming(Packet::ConnAck(_)) => {
+            Incoming::ConnAck => {
                 backoff.reset();
                 tracing::info!(broker = %self.settings.broker, "connected to the MQTT broker; subscribing");
                 // Queued from a task: the request queue may be full of replies, and only the
                 // event loop drains it.
                 let (client, filter) = (self.client.clone(), self.settings.filter.clone());
                 tokio::spawn(async move {
-                    if let Err(e) = client.subscribe(filter, QoS::AtLeastOnce).await {
+                    if let Err(e) = client.subscribe(&filter, QoS::AtLeastOnce).await {
                         tracing::error!(error = %e, "cannot queue the subscription");
                     }
                 });
             }
-            Event::Incoming(Packet::SubAck(ack)) => {
-                if ack
-                    .return_codes
-                    .iter()
-                    .all(|c| matches!(c, SubscribeReasonCode::Success(_)))
-                {
+            Incoming::SubAck(granted) => {
+                if granted {
                     self.readiness.set_mqtt(true);
                     tracing::info!(filter = %self.settings.filter, "subscribed; answering storage_config_get");
                 } else {
                     tracing::error!(filter = %self.settings.filter, "the broker refused the subscription (check its ACL)");
                 }
             }
-            Event::Incoming(Packet::Publish(publish)) => self.answer(publish),
+            Incoming::Publish { topic, payload } => self.answer(topic, payload),
             _ => {}
         }
     }
 
     /// Handles one request in its own task, so that a slow upstream never stalls the event loop.
-    fn answer(&self, publish: rumqttc::Publish) {
+    fn answer(&self, topic: String, payload: bytes::Bytes) {
         let (client, gateway) = (self.client.clone(), self.gateway.clone());
         let (max, qos) = (self.settings.max_payload, self.settings.reply_qos);
         self.handlers.spawn(async move {
-            if let Some(answer) =
-                super::handle(&gateway, &publish.topic, &publish.payload, max).await
-                && let Err(e) = client
-                    .publish(answer.topic, qos, false, answer.payload)
-                    .await
+            if let Some(answer) = super::handle(&gateway, &topic, &payload, max).await
+                && let Err(e) = client.publish(answer.topic, qos, answer.payload).await
             {
                 tracing::warn!(error = %e, "cannot queue a reply");
             }
@@ -290,8 +267,8 @@ impl Session {
                 tokio::select! {
                     event = eventloop.poll() => {
                         match event {
-                            Ok(Event::Incoming(Packet::Publish(publish))) => self.answer(publish),
-                            Ok(Event::Incoming(Packet::UnsubAck(_))) => unsubscribed = true,
+                            Ok(Incoming::Publish { topic, payload }) => self.answer(topic, payload),
+                            Ok(Incoming::UnsubAck) => unsubscribed = true,
                             Ok(_) => {}
                             // The connection is gone: nothing more arrives, no reply leaves.
                             Err(_) => return,
@@ -316,27 +293,18 @@ impl Session {
 }
 
 /// Sends DISCONNECT and drives the event loop until it is out, for at most a second.
-async fn disconnect(client: &AsyncClient, eventloop: &mut EventLoop) {
+async fn disconnect(client: &Client, eventloop: &mut EventLoop) {
     if client.try_disconnect().is_err() {
         return;
     }
     let _ = tokio::time::timeout(Duration::from_secs(1), async {
         while let Ok(event) = eventloop.poll().await {
-            if matches!(event, Event::Outgoing(rumqttc::Outgoing::Disconnect)) {
+            if matches!(event, Incoming::Disconnected) {
                 break;
             }
         }
     })
     .await;
-}
-
-fn describe(e: &ConnectionError) -> String {
-    match e {
-        ConnectionError::ConnectionRefused(code) => {
-            format!("the broker refused the connection: {code:?} (check mqtt.username / password)")
-        }
-        other => other.to_string(),
-    }
 }
 
 /// Capped exponential back-off with jitter.

@@ -115,6 +115,8 @@ fn bad_values_name_their_key() {
         ("STSGATE_HTTP__LISTN", "127.0.0.1:1", "listn"),
         // TLS files without an mqtts:// broker.
         ("STSGATE_MQTT__CA_FILE", "/etc/ca.pem", "mqtt.ca_file"),
+        ("STSGATE_MQTT__PROTOCOL", "5", "mqtt.protocol"),
+        ("STSGATE_MQTT__PROTOCOL", "3", "mqtt.protocol"),
         (
             "STSGATE_DEVICES__SQL__URL",
             "sqlite://x.db",
@@ -153,6 +155,20 @@ fn a_client_certificate_needs_its_key() {
         ..Sources::default()
     });
     assert!(ok.is_ok(), "{ok:?}");
+    for (value, expected) in [
+        ("5", crate::config::MqttProtocol::V5),
+        ("3.1.1", crate::config::MqttProtocol::V311),
+    ] {
+        let c = load(&Sources {
+            env: env(&[
+                ("STSGATE_MQTT__URL", "mqtt://broker"),
+                ("STSGATE_MQTT__PROTOCOL", value),
+            ]),
+            ..Sources::default()
+        })
+        .expect("valid");
+        assert_eq!(c.mqtt.protocol, expected);
+    }
 }
 
 #[test]

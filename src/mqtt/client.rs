@@ -1,0 +1,231 @@
+//! One face for rumqttc's MQTT 3.1.1 and MQTT 5 clients, reduced to what the session uses:
+//! subscribe, unsubscribe, publish, disconnect, and the few events it acts on.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use rumqttc::v5;
+use rumqttc::{QoS, TlsConfiguration, Transport};
+
+use super::session::Settings;
+
+/// The MQTT protocol version spoken to the broker.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Protocol {
+    /// MQTT 3.1.1.
+    V311,
+    /// MQTT 5.
+    V5,
+}
+
+/// How long a persistent MQTT 5 session outlives its connection at the broker.
+const SESSION_EXPIRY: Duration = Duration::from_secs(3600);
+/// Packets larger than this make the client drop the connection; keep it well above
+/// `mqtt.max_payload` so an oversized request is dropped by us, not by the session.
+const MAX_PACKET: usize = 1024 * 1024;
+
+/// The events the session acts on.
+#[derive(Debug)]
+pub enum Incoming {
+    /// Connected (again).
+    ConnAck,
+    /// The subscription was answered: `true` when every filter was granted.
+    SubAck(bool),
+    /// The unsubscription was confirmed.
+    UnsubAck,
+    /// A message.
+    Publish {
+        /// Its topic.
+        topic: String,
+        /// Its payload.
+        payload: Bytes,
+    },
+    /// A DISCONNECT went out.
+    Disconnected,
+    /// Anything else.
+    Other,
+}
+
+/// Why polling failed: the connection is gone (it is re-established by polling again).
+#[derive(Debug)]
+pub struct Lost(pub String);
+
+/// The request side.
+#[derive(Clone, Debug)]
+pub enum Client {
+    /// MQTT 3.1.1.
+    V311(rumqttc::AsyncClient),
+    /// MQTT 5.
+    V5(v5::AsyncClient),
+}
+
+/// The network side, driven by [`EventLoop::poll`].
+pub enum EventLoop {
+    /// MQTT 3.1.1.
+    V311(Box<rumqttc::EventLoop>),
+    /// MQTT 5.
+    V5(Box<v5::EventLoop>),
+}
+
+/// A client and its event loop for `settings`.
+pub fn connect(settings: &Settings) -> (Client, EventLoop) {
+    let transport = settings
+        .tls
+        .as_ref()
+        .map(|tls| Transport::tls_with_config(TlsConfiguration::Rustls(tls.clone())));
+    let (host, port) = (&settings.broker.host, settings.broker.port);
+    match settings.protocol {
+        Protocol::V311 => {
+            let mut options = rumqttc::MqttOptions::new(&settings.client_id, host, port);
+            options.set_keep_alive(settings.keep_alive);
+            options.set_max_packet_size(MAX_PACKET, MAX_PACKET);
+            // A configured client id gets a persistent session: requests published while the
+            // connection is down are queued by the broker (QoS 1) and delivered on reconnect.
+            options.set_clean_session(!settings.persistent);
+            if let Some((user, password)) = &settings.credentials {
+                options.set_credentials(user, password.expose());
+            }
+            if let Some(transport) = transport {
+                options.set_transport(transport);
+            }
+            let (client, eventloop) = rumqttc::AsyncClient::new(options, 1024);
+            (Client::V311(client), EventLoop::V311(Box::new(eventloop)))
+        }
+        Protocol::V5 => {
+            let mut options = v5::MqttOptions::new(&settings.client_id, host, port);
+            options.set_keep_alive(settings.keep_alive);
+            options.set_max_packet_size(u32::try_from(MAX_PACKET).ok());
+            options.set_clean_start(!settings.persistent);
+            if settings.persistent {
+                options.set_session_expiry_interval(u32::try_from(SESSION_EXPIRY.as_secs()).ok());
+            }
+            if let Some((user, password)) = &settings.credentials {
+                options.set_credentials(user, password.expose());
+            }
+            if let Some(transport) = transport {
+                options.set_transport(transport);
+            }
+            let (client, eventloop) = v5::AsyncClient::new(options, 1024);
+            (Client::V5(client), EventLoop::V5(Box::new(eventloop)))
+        }
+    }
+}
+
+fn v5_qos(qos: QoS) -> v5::mqttbytes::QoS {
+    match qos {
+        QoS::AtMostOnce => v5::mqttbytes::QoS::AtMostOnce,
+        QoS::AtLeastOnce => v5::mqttbytes::QoS::AtLeastOnce,
+        QoS::ExactlyOnce => v5::mqttbytes::QoS::ExactlyOnce,
+    }
+}
+
+// === impl Client ===
+
+impl Client {
+    /// Queues a SUBSCRIBE (waits while the request queue is full).
+    pub async fn subscribe(&self, filter: &str, qos: QoS) -> Result<(), String> {
+        match self {
+            Self::V311(c) => c.subscribe(filter, qos).await.map_err(|e| e.to_string()),
+            Self::V5(c) => c
+                .subscribe(filter, v5_qos(qos))
+                .await
+                .map_err(|e| e.to_string()),
+        }
+    }
+
+    /// Queues an UNSUBSCRIBE if there is room.
+    pub fn try_unsubscribe(&self, filter: &str) -> Result<(), String> {
+        match self {
+            Self::V311(c) => c.try_unsubscribe(filter).map_err(|e| e.to_string()),
+            Self::V5(c) => c.try_unsubscribe(filter).map_err(|e| e.to_string()),
+        }
+    }
+
+    /// Queues a PUBLISH (waits while the request queue is full).
+    pub async fn publish(&self, topic: String, qos: QoS, payload: Vec<u8>) -> Result<(), String> {
+        match self {
+            Self::V311(c) => c
+                .publish(topic, qos, false, payload)
+                .await
+                .map_err(|e| e.to_string()),
+            Self::V5(c) => c
+                .publish(topic, v5_qos(qos), false, payload)
+                .await
+                .map_err(|e| e.to_string()),
+        }
+    }
+
+    /// Queues a DISCONNECT if there is room.
+    pub fn try_disconnect(&self) -> Result<(), String> {
+        match self {
+            Self::V311(c) => c.try_disconnect().map_err(|e| e.to_string()),
+            Self::V5(c) => c.try_disconnect().map_err(|e| e.to_string()),
+        }
+    }
+}
+
+// === impl EventLoop ===
+
+impl EventLoop {
+    /// The next event; polling again after an error reconnects.
+    pub async fn poll(&mut self) -> Result<Incoming, Lost> {
+        match self {
+            Self::V311(e) => {
+                use rumqttc::{Event, Outgoing, Packet, SubscribeReasonCode};
+                Ok(match e.poll().await.map_err(|e| Lost(describe_v311(&e)))? {
+                    Event::Incoming(Packet::ConnAck(_)) => Incoming::ConnAck,
+                    Event::Incoming(Packet::SubAck(ack)) => Incoming::SubAck(
+                        ack.return_codes
+                            .iter()
+                            .all(|c| matches!(c, SubscribeReasonCode::Success(_))),
+                    ),
+                    Event::Incoming(Packet::UnsubAck(_)) => Incoming::UnsubAck,
+                    Event::Incoming(Packet::Publish(p)) => Incoming::Publish {
+                        topic: p.topic,
+                        payload: p.payload,
+                    },
+                    Event::Outgoing(Outgoing::Disconnect) => Incoming::Disconnected,
+                    _ => Incoming::Other,
+                })
+            }
+            Self::V5(e) => {
+                use rumqttc::Outgoing;
+                use v5::Event;
+                use v5::mqttbytes::v5::{Packet, SubscribeReasonCode};
+                Ok(match e.poll().await.map_err(|e| Lost(describe_v5(&e)))? {
+                    Event::Incoming(Packet::ConnAck(_)) => Incoming::ConnAck,
+                    Event::Incoming(Packet::SubAck(ack)) => Incoming::SubAck(
+                        ack.return_codes
+                            .iter()
+                            .all(|c| matches!(c, SubscribeReasonCode::Success(_))),
+                    ),
+                    Event::Incoming(Packet::UnsubAck(_)) => Incoming::UnsubAck,
+                    Event::Incoming(Packet::Publish(p)) => Incoming::Publish {
+                        topic: String::from_utf8_lossy(&p.topic).into_owned(),
+                        payload: p.payload,
+                    },
+                    Event::Outgoing(Outgoing::Disconnect) => Incoming::Disconnected,
+                    _ => Incoming::Other,
+                })
+            }
+        }
+    }
+}
+
+fn describe_v311(e: &rumqttc::ConnectionError) -> String {
+    match e {
+        rumqttc::ConnectionError::ConnectionRefused(code) => {
+            format!("the broker refused the connection: {code:?} (check mqtt.username / password)")
+        }
+        other => other.to_string(),
+    }
+}
+
+fn describe_v5(e: &v5::ConnectionError) -> String {
+    match e {
+        v5::ConnectionError::ConnectionRefused(code) => {
+            format!("the broker refused the connection: {code:?} (check mqtt.username / password)")
+        }
+        other => other.to_string(),
+    }
+}
