@@ -408,6 +408,9 @@ async fn a_pilot_over_its_limit_gets_429_with_retry_after() {
         10429,
         "retry in",
     );
+    // The same username in another workspace is someone else, with a bucket of its own.
+    let other = svc.token("ws-limit-2");
+    assert_eq!(svc.sts("ws-limit-2", Some(&other)).await.0, StatusCode::OK);
 }
 
 #[tokio::test]

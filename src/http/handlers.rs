@@ -39,7 +39,10 @@ pub async fn sts(
             "the token is for another workspace than the one in the path",
         ));
     }
-    state.gateway.admit(Requester::Token(claims.subject()))?;
+    // Per workspace and subject: the DJI demo's usernames ("pilot") repeat across workspaces,
+    // and tokens without any subject share only their own workspace's bucket.
+    let rate_key = format!("{}/{}", claims.workspace_id, claims.subject());
+    state.gateway.admit(Requester::Token(&rate_key))?;
     let workspace = WorkspaceId::parse(&workspace)
         .map_err(|e| ApiError::new(ResultCode::BadRequest, e.to_string()))?;
     let issued = state.gateway.for_workspace(workspace).await?;
