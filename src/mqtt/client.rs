@@ -88,7 +88,8 @@ pub fn connect(settings: &Settings) -> (Client, EventLoop) {
             if let Some(transport) = transport {
                 options.set_transport(transport);
             }
-            let (client, eventloop) = rumqttc::AsyncClient::new(options, 1024);
+            let (client, mut eventloop) = rumqttc::AsyncClient::new(options, 1024);
+            eventloop.set_network_options(no_delay());
             (Client::V311(client), EventLoop::V311(Box::new(eventloop)))
         }
         Protocol::V5 => {
@@ -105,10 +106,20 @@ pub fn connect(settings: &Settings) -> (Client, EventLoop) {
             if let Some(transport) = transport {
                 options.set_transport(transport);
             }
+            options.set_network_options(no_delay());
             let (client, eventloop) = v5::AsyncClient::new(options, 1024);
             (Client::V5(client), EventLoop::V5(Box::new(eventloop)))
         }
     }
+}
+
+/// Replies go out as soon as they are written: with Nagle's algorithm a small reply waits for
+/// the broker's delayed ACK of the previous packet (about 40 ms on Linux; measured with
+/// `stsgate-bench`, see BENCHMARKS.md).
+fn no_delay() -> rumqttc::NetworkOptions {
+    let mut options = rumqttc::NetworkOptions::new();
+    options.set_tcp_nodelay(true);
+    options
 }
 
 fn v5_qos(qos: QoS) -> v5::mqttbytes::QoS {
