@@ -1,0 +1,432 @@
+//! Hostile and broken input, table-driven: every malformed MQTT payload and HTTP request has a
+//! defined answer (a reply with a documented result code, or a counted drop), and the service
+//! is still healthy and still serving afterwards.
+
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
+
+mod common;
+
+use base64::Engine;
+use common::{Dock, TestService, storage_config_get};
+use reqwest::StatusCode;
+use serde_json::Value;
+
+/// What a dock gets for a payload.
+#[derive(Clone, Copy, Debug)]
+enum Mqtt {
+    /// A reply with this `data.result` (0: with credentials; otherwise none).
+    Reply(i64),
+    /// No reply, counted under `stsgate_mqtt_dropped_total{reason}`.
+    Dropped(&'static str),
+    /// No reply: another service's method.
+    Ignored,
+}
+
+fn request(tid: &str, rest: &str) -> String {
+    format!(r#"{{"tid":"{tid}","bid":"b-{tid}","method":"storage_config_get"{rest}}}"#)
+}
+
+#[tokio::test]
+async fn malformed_mqtt_payloads_each_get_their_defined_answer() {
+    let svc = common::Options::default()
+        // One dock sends everything here: no rate limit in the way.
+        .env("STSGATE_LIMITS__DEVICE_PER_MINUTE", "0")
+        .start()
+        .await;
+    let deep = format!("{}{}", "[".repeat(5000), "]".repeat(5000));
+    let long_tid = "t".repeat(10_000);
+    let cases: Vec<(&str, String, Mqtt)> = vec![
+        ("not JSON", "garbage".into(), Mqtt::Dropped("not_json")),
+        ("empty payload", String::new(), Mqtt::Dropped("not_json")),
+        ("a JSON array", r#"["tid","bid"]"#.into(), Mqtt::Dropped("not_json")),
+        ("a JSON string", r#""storage_config_get""#.into(), Mqtt::Dropped("not_json")),
+        ("truncated JSON", r#"{"tid":"x","method":"storage_con"#.into(), Mqtt::Dropped("not_json")),
+        ("NUL bytes", "{\"tid\":\"a\0b\"\0}".into(), Mqtt::Dropped("not_json")),
+        ("nested 5000 deep", format!(r#"{{"tid":"deep","data":{deep}}}"#), Mqtt::Dropped("not_json")),
+        ("empty object", "{}".into(), Mqtt::Ignored),
+        ("another method", r#"{"tid":"o","bid":"b","method":"flighttask_prepare","data":{}}"#.into(), Mqtt::Ignored),
+        ("method of the wrong type", r#"{"tid":"m","bid":"b","method":7,"data":{"module":0}}"#.into(), Mqtt::Ignored),
+        ("no tid", r#"{"bid":"b","method":"storage_config_get","data":{"module":0}}"#.into(), Mqtt::Dropped("no_tid")),
+        ("null tid", r#"{"tid":null,"bid":"b","method":"storage_config_get","data":{"module":0}}"#.into(), Mqtt::Dropped("no_tid")),
+        ("empty tid", r#"{"tid":"","bid":"b","method":"storage_config_get","data":{"module":0}}"#.into(), Mqtt::Dropped("no_tid")),
+        ("object tid", r#"{"tid":{"a":1},"bid":"b","method":"storage_config_get","data":{"module":0}}"#.into(), Mqtt::Dropped("no_tid")),
+        ("too large", format!(r#"{{"tid":"big","pad":"{}"}}"#, "x".repeat(70_000)), Mqtt::Dropped("too_large")),
+        ("no bid", r#"{"tid":"nobid","method":"storage_config_get","data":{"module":0}}"#.into(), Mqtt::Reply(10400)),
+        ("no data", request("nodata", ""), Mqtt::Reply(10400)),
+        ("data not an object", request("dstr", r#","data":"module""#), Mqtt::Reply(10400)),
+        ("no module", request("nomod", r#","data":{}"#), Mqtt::Reply(10400)),
+        ("module of the wrong type", request("modt", r#","data":{"module":[0]}"#), Mqtt::Reply(10400)),
+        ("module a float", request("modf", r#","data":{"module":0.5}"#), Mqtt::Reply(10400)),
+        ("module out of range", request("modr", r#","data":{"module":1e400}"#), Mqtt::Dropped("not_json")),
+        ("module 1", request("mod1", r#","data":{"module":1}"#), Mqtt::Reply(10422)),
+        ("module -1", request("modn", r#","data":{"module":-1}"#), Mqtt::Reply(10422)),
+        ("timestamp text", request("tstx", r#","timestamp":"soon","data":{"module":0}"#), Mqtt::Reply(10400)),
+        ("timestamp boolean", request("tsb", r#","timestamp":true,"data":{"module":0}"#), Mqtt::Reply(10400)),
+        ("timestamp negative", request("tsn", r#","timestamp":-5,"data":{"module":0}"#), Mqtt::Reply(10400)),
+        ("module as text (lenient)", request("mods", r#","data":{"module":"0"}"#), Mqtt::Reply(0)),
+        ("timestamp as text (lenient)", request("tss", r#","timestamp":"1654070968655","data":{"module":0}"#), Mqtt::Reply(0)),
+        ("unicode tid", request("tïd-😀", r#","data":{"module":0}"#), Mqtt::Reply(0)),
+        ("10 kB tid", request(&long_tid, r#","data":{"module":0}"#), Mqtt::Reply(0)),
+        ("unknown fields", request("extra", r#","data":{"module":0,"x":{"y":[1,2]}},"gateway":"other""#), Mqtt::Reply(0)),
+        ("duplicate keys", r#"{"tid":"dup","tid":"dup2","bid":"b","method":"storage_config_get","data":{"module":0}}"#.into(), Mqtt::Dropped("not_json")),
+    ];
+    let dropped = |reason: &'static str| {
+        let svc = &svc;
+        async move {
+            svc.counter(
+                "stsgate_mqtt_dropped_total",
+                &format!(r#"reason="{reason}""#),
+            )
+            .await
+        }
+    };
+    let reasons = ["not_json", "no_tid", "too_large", "bad_topic"];
+    let mut before = Vec::new();
+    for r in reasons {
+        before.push(dropped(r).await);
+    }
+    let mut dock = Dock::connect(&svc.service.broker, "BADINPUT01").await;
+    let mut expected_drops = [0.0; 4];
+    for (name, payload, want) in &cases {
+        dock.send(payload.clone().into_bytes()).await;
+        match want {
+            Mqtt::Reply(code) => {
+                let reply = dock.reply().await;
+                assert_eq!(reply["data"]["result"], *code, "{name}: {reply}");
+                let creds = reply["data"]["output"].get("credentials").is_some();
+                assert_eq!(creds, *code == 0, "{name}: credentials only on success");
+                if *code != 0 {
+                    assert!(reply["data"]["output"]["message"].is_string(), "{name}");
+                }
+            }
+            Mqtt::Dropped(reason) => {
+                let i = reasons.iter().position(|r| r == reason).unwrap();
+                expected_drops[i] += 1.0;
+            }
+            Mqtt::Ignored => {}
+        }
+    }
+    // Topics that are not a gateway's: unicode, too long, punctuation.
+    for sn in ["ÄÖÜ", &"S".repeat(65), "SN.1", "SN-1"] {
+        let mut odd = Dock::connect(&svc.service.broker, sn).await;
+        odd.send(storage_config_get("odd", "1")).await;
+        expected_drops[3] += 1.0;
+        odd.assert_silence(&format!("no reply on topic of {sn:?}"))
+            .await;
+    }
+    // Nothing else came back, and every drop was counted with its reason.
+    let sentinel = dock.request(&storage_config_get("sentinel", "1")).await;
+    assert_eq!(
+        sentinel["tid"], "sentinel",
+        "no answer to a payload that has none"
+    );
+    dock.assert_silence("nothing else is answered").await;
+    for (i, r) in reasons.iter().enumerate() {
+        assert_eq!(
+            dropped(r).await - before[i],
+            expected_drops[i],
+            "drops counted under {r}"
+        );
+    }
+    let (status, _) = svc.get("/healthz").await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) = svc.get("/readyz").await;
+    assert_eq!(status, StatusCode::OK);
+}
+
+/// An HS256 token with any header and claims.
+fn jwt(secret: &[u8], header: &str, claims: &str) -> String {
+    let b64 = |s: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
+    let signing_input = format!("{}.{}", b64(header.as_bytes()), b64(claims.as_bytes()));
+    let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, secret);
+    let tag = aws_lc_rs::hmac::sign(&key, signing_input.as_bytes());
+    format!("{signing_input}.{}", b64(tag.as_ref()))
+}
+
+/// A raw HTTP/1.1 exchange, for requests an HTTP client library refuses to send: the status, or
+/// `None` when the server closes the connection without answering.
+async fn raw(addr: std::net::SocketAddr, head: &[u8]) -> Option<u16> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(head).await.unwrap();
+    let mut answer = Vec::new();
+    let read = s.read_to_end(&mut answer);
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), read)
+        .await
+        .expect("the server answers or closes within 5 s");
+    let text = String::from_utf8_lossy(&answer);
+    if text.is_empty() {
+        return None;
+    }
+    let status = text.split(' ').nth(1).and_then(|c| c.parse().ok());
+    assert!(status.is_some(), "no status line in {text:?}");
+    status
+}
+
+#[tokio::test]
+async fn malformed_http_requests_each_get_their_defined_answer() {
+    let svc = TestService::start().await;
+    let secret = svc.secret();
+    let key = secret.expose().as_bytes();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let hs = r#"{"alg":"HS256","typ":"JWT"}"#;
+    let good = |ws: &str| {
+        jwt(
+            key,
+            hs,
+            &format!(r#"{{"workspace_id":"{ws}","exp":{}}}"#, now + 600),
+        )
+    };
+    let b64 = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
+    let cases: Vec<(&str, String, Option<String>, StatusCode, i64)> = vec![
+        (
+            "no token",
+            "ws1".into(),
+            None,
+            StatusCode::UNAUTHORIZED,
+            10401,
+        ),
+        (
+            "empty token",
+            "ws1".into(),
+            Some(String::new()),
+            StatusCode::UNAUTHORIZED,
+            10401,
+        ),
+        (
+            "bearer prefix",
+            "ws1".into(),
+            Some(format!("Bearer {}", good("ws1"))),
+            StatusCode::UNAUTHORIZED,
+            10401,
+        ),
+        (
+            "not a JWT",
+            "ws1".into(),
+            Some("abc.def".into()),
+            StatusCode::UNAUTHORIZED,
+            10401,
+        ),
+        (
+            "four segments",
+            "ws1".into(),
+            Some(format!("{}.x", good("ws1"))),
+            StatusCode::UNAUTHORIZED,
+            10401,
+        ),
+        (
+            "alg none",
+            "ws1".into(),
+            Some(format!(
+                "{}.{}.",
+                b64(r#"{"alg":"none"}"#),
+                b64(r#"{"workspace_id":"ws1"}"#)
+            )),
+            StatusCode::UNAUTHORIZED,
+            10401,
+        ),
+        (
+            "other secret",
+            "ws1".into(),
+            Some(jwt(
+                b"not-the-secret",
+                hs,
+                &format!(r#"{{"workspace_id":"ws1","exp":{}}}"#, now + 600),
+            )),
+            StatusCode::UNAUTHORIZED,
+            10401,
+        ),
+        (
+            "expired",
+            "ws1".into(),
+            Some(jwt(
+                key,
+                hs,
+                &format!(r#"{{"workspace_id":"ws1","exp":{}}}"#, now - 3600),
+            )),
+            StatusCode::UNAUTHORIZED,
+            10401,
+        ),
+        (
+            "not yet valid",
+            "ws1".into(),
+            Some(jwt(
+                key,
+                hs,
+                &format!(
+                    r#"{{"workspace_id":"ws1","exp":{},"nbf":{}}}"#,
+                    now + 7200,
+                    now + 3600
+                ),
+            )),
+            StatusCode::UNAUTHORIZED,
+            10401,
+        ),
+        (
+            "workspace_id a number",
+            "1".into(),
+            Some(jwt(
+                key,
+                hs,
+                &format!(r#"{{"workspace_id":1,"exp":{}}}"#, now + 600),
+            )),
+            StatusCode::UNAUTHORIZED,
+            10401,
+        ),
+        (
+            "no workspace_id",
+            "ws1".into(),
+            Some(jwt(key, hs, &format!(r#"{{"exp":{}}}"#, now + 600))),
+            StatusCode::UNAUTHORIZED,
+            10401,
+        ),
+        (
+            "claims not JSON",
+            "ws1".into(),
+            Some(jwt(key, hs, "not json")),
+            StatusCode::UNAUTHORIZED,
+            10401,
+        ),
+        (
+            "deeply nested claims",
+            "ws1".into(),
+            Some(jwt(
+                key,
+                hs,
+                &format!(
+                    r#"{{"workspace_id":"ws1","x":{}{}}}"#,
+                    "[".repeat(3000),
+                    "]".repeat(3000)
+                ),
+            )),
+            StatusCode::UNAUTHORIZED,
+            10401,
+        ),
+        (
+            "another workspace",
+            "ws2".into(),
+            Some(good("ws1")),
+            StatusCode::FORBIDDEN,
+            10403,
+        ),
+        // The URL resolves the segment away: no route matches.
+        (
+            "workspace `..`",
+            "..".into(),
+            Some(good("..")),
+            StatusCode::NOT_FOUND,
+            10400,
+        ),
+        (
+            "workspace with unicode",
+            "wörk".into(),
+            Some(good("wörk")),
+            StatusCode::BAD_REQUEST,
+            10400,
+        ),
+        (
+            "workspace of 65 characters",
+            "w".repeat(65),
+            Some(good(&"w".repeat(65))),
+            StatusCode::BAD_REQUEST,
+            10400,
+        ),
+        (
+            "workspace with a space",
+            "a%20b".into(),
+            Some(good("a b")),
+            StatusCode::BAD_REQUEST,
+            10400,
+        ),
+        (
+            "megabyte token",
+            "ws1".into(),
+            Some("a".repeat(1 << 20)),
+            StatusCode::UNAUTHORIZED,
+            10401,
+        ),
+    ];
+    let client = reqwest::Client::new();
+    for (name, workspace, token, status, code) in &cases {
+        let mut request = client.post(format!(
+            "{}/storage/api/v1/workspaces/{workspace}/sts",
+            svc.base_url
+        ));
+        if let Some(token) = token {
+            request = request.header("x-auth-token", token);
+        }
+        let response = request.send().await.expect(name);
+        let got = response.status();
+        let text = response.text().await.unwrap();
+        // hyper refuses headers over its limit before the handler sees them.
+        if *name == "megabyte token" {
+            assert!(
+                got == StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE || got == *status,
+                "{name}: {got} {text}"
+            );
+            continue;
+        }
+        assert_eq!(got, *status, "{name}: {text}");
+        let body: Value = serde_json::from_str(&text).unwrap_or_else(|_| panic!("{name}: {text}"));
+        assert_eq!(body["code"], *code, "{name}: {body}");
+        assert!(body.get("data").is_none(), "{name}: no data in an error");
+        assert!(!text.contains(secret.expose()), "{name}");
+    }
+
+    let addr = svc.service.http_addr;
+    let path = "/storage/api/v1/workspaces/ws1/sts";
+    // A token with bytes that are not visible ASCII.
+    let mut head = format!("POST {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\ncontent-length: 0\r\nx-auth-token: ").into_bytes();
+    head.extend_from_slice(b"ab\xffcd\r\n\r\n");
+    assert_eq!(raw(addr, &head).await, Some(401), "non-ASCII token");
+    // Header injection attempts never reach a handler as one header.
+    let injected = format!(
+        "POST {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\ncontent-length: 0\r\nx-auth-token: a\rX-Admin: 1\r\n\r\n"
+    );
+    assert_eq!(
+        raw(addr, injected.as_bytes()).await,
+        Some(400),
+        "bare CR in a header"
+    );
+    let traversal = format!(
+        "POST /storage/api/v1/workspaces/..%2F..%2Fetc/sts HTTP/1.1\r\nhost: x\r\nconnection: close\r\ncontent-length: 0\r\nx-auth-token: {}\r\n\r\n",
+        good("../../etc")
+    );
+    assert_eq!(
+        raw(addr, traversal.as_bytes()).await,
+        Some(400),
+        "encoded traversal"
+    );
+    let get = format!("GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n");
+    assert_eq!(
+        raw(addr, get.as_bytes()).await,
+        Some(405),
+        "GET on the sts route"
+    );
+    let garbage = b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03 TLS to a plain port\r\n\r\n";
+    assert_eq!(
+        raw(addr, garbage).await,
+        Some(400),
+        "a TLS hello on the plain port"
+    );
+    // A body (Pilot 2 sends none) is ignored.
+    let with_body = client
+        .post(format!("{}{path}", svc.base_url))
+        .header("x-auth-token", good("ws1"))
+        .header("content-type", "application/json")
+        .body(r#"{"workspace_id":"ws2","evil":true}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(with_body.status(), StatusCode::OK);
+
+    // Still healthy, still serving.
+    let (status, _) = svc.get("/healthz").await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, body) = svc.sts("ws1", Some(&good("ws1"))).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["data"]["object_key_prefix"], "ws1");
+}
