@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use crate::Scale;
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("free port")
@@ -17,7 +17,7 @@ fn free_port() -> u16 {
 }
 
 /// `GET path` over a fresh connection; the status code, if any.
-fn get(addr: SocketAddr, path: &str) -> Option<u16> {
+pub fn get(addr: SocketAddr, path: &str) -> Option<u16> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_millis(100)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(1))).ok()?;
     write!(
@@ -31,7 +31,7 @@ fn get(addr: SocketAddr, path: &str) -> Option<u16> {
 }
 
 /// Resident set size of `pid` in MiB.
-fn rss_mib(pid: u32) -> f64 {
+pub fn rss_mib(pid: u32) -> f64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     status
         .lines()

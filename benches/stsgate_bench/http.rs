@@ -22,10 +22,23 @@ pub async fn load(
     connections: usize,
     duration: Duration,
 ) -> Samples {
+    load_workspace(addr, "bench", token, connections, duration, Duration::ZERO).await
+}
+
+/// `connections` clients asking for `workspace`, each pausing `pause` between requests.
+pub async fn load_workspace(
+    addr: SocketAddr,
+    workspace: &str,
+    token: &str,
+    connections: usize,
+    duration: Duration,
+    pause: Duration,
+) -> Samples {
     let deadline = Instant::now() + duration;
+    let path = format!("/storage/api/v1/workspaces/{workspace}/sts");
     let mut tasks = Vec::new();
     for _ in 0..connections {
-        let token = token.to_owned();
+        let (token, path) = (token.to_owned(), path.clone());
         tasks.push(tokio::spawn(async move {
             let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
             stream.set_nodelay(true).ok();
@@ -37,7 +50,7 @@ pub async fn load(
             let mut samples = Samples::with_capacity(100_000);
             let start = Instant::now();
             while Instant::now() < deadline {
-                let request = Request::post(PATH)
+                let request = Request::post(path.as_str())
                     .header("host", "bench")
                     .header("x-auth-token", &token)
                     .header("content-length", "0")
@@ -49,6 +62,9 @@ pub async fn load(
                 let body = response.into_body().collect().await.expect("body");
                 std::hint::black_box(body);
                 samples.record(sent.elapsed());
+                if !pause.is_zero() {
+                    tokio::time::sleep(pause).await;
+                }
             }
             samples.elapsed = start.elapsed();
             samples

@@ -20,10 +20,12 @@
     missing_docs
 )]
 
+mod faults;
 mod footprint;
 mod herd;
 mod http;
 mod mqtt;
+mod soak;
 mod stats;
 mod store;
 
@@ -48,6 +50,11 @@ pub struct Scale {
     pub workspaces: usize,
     pub idle: Duration,
     pub upload_bytes: u64,
+    pub restarts: usize,
+    pub fault_run: Duration,
+    pub fault_docks: usize,
+    pub soak: Duration,
+    pub soak_sample: Duration,
 }
 
 impl Scale {
@@ -65,6 +72,11 @@ impl Scale {
             workspaces: 100,
             idle: Duration::from_secs(2),
             upload_bytes: 1 << 30,
+            restarts: 10,
+            fault_run: Duration::from_secs(60),
+            fault_docks: 8,
+            soak: Duration::from_secs(30 * 60),
+            soak_sample: Duration::from_secs(10),
         }
     }
 
@@ -82,6 +94,11 @@ impl Scale {
             workspaces: 10,
             idle: Duration::from_millis(100),
             upload_bytes: 12 << 20,
+            restarts: 2,
+            fault_run: Duration::from_secs(6),
+            fault_docks: 2,
+            soak: Duration::from_secs(3),
+            soak_sample: Duration::from_millis(500),
         }
     }
 }
@@ -152,7 +169,9 @@ fn main() {
         .filter(|a| !a.starts_with('-'))
         .map(String::as_str)
         .collect();
-    let wanted = |part: &str| only.is_empty() || only.contains(&part);
+    // The soak runs only when asked for by name: it takes half an hour.
+    let wanted =
+        |part: &str| only.contains(&part) || (only.is_empty() && (part != "soak" || !full));
     let scale = if full { Scale::full() } else { Scale::smoke() };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -181,6 +200,22 @@ fn main() {
                     "upstream calls: {got}, expected {want}"
                 );
             }
+        }
+        if wanted("faults") {
+            let lines = faults::run(&scale).await;
+            let broken = lines.iter().any(|l| {
+                l.contains("service subscribed at the end: false")
+                    || (l.contains(" missing;") && !l.contains(" 0 missing;"))
+                    || (l.contains("more than once") && !l.contains("; 0 answered more than once"))
+            });
+            report(lines);
+            assert!(
+                !broken,
+                "requests lost or answered twice across broker restarts"
+            );
+        }
+        if wanted("soak") {
+            report(soak::run(&scale).await);
         }
         if wanted("footprint") {
             report(footprint::run(&scale).await);

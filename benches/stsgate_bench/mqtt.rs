@@ -12,7 +12,7 @@ use tokio::sync::mpsc;
 use crate::Scale;
 use crate::stats::Samples;
 
-fn request(tid: usize) -> Vec<u8> {
+pub fn request(tid: usize) -> Vec<u8> {
     format!(
         r#"{{"tid":"t{tid}","bid":"b{tid}","method":"storage_config_get","timestamp":1700000000000,"data":{{"module":0}}}}"#
     )
@@ -20,7 +20,7 @@ fn request(tid: usize) -> Vec<u8> {
 }
 
 /// A dock: publishes on its requests topic, hands replies to a channel.
-struct Dock {
+pub struct Dock {
     client: AsyncClient,
     sn: String,
     replies: mpsc::UnboundedReceiver<Vec<u8>>,
@@ -28,7 +28,7 @@ struct Dock {
 }
 
 impl Dock {
-    async fn connect(port: u16, sn: &str) -> Self {
+    pub async fn connect(port: u16, sn: &str) -> Self {
         let mut options = MqttOptions::new(format!("bench-{sn}"), "127.0.0.1", port);
         options.set_keep_alive(Duration::from_secs(30));
         options.set_max_packet_size(1 << 20, 1 << 20);
@@ -72,7 +72,7 @@ impl Dock {
     }
 
     /// One request and its reply.
-    async fn round_trip(&mut self, tid: usize) -> Duration {
+    pub async fn round_trip(&mut self, tid: usize) -> Duration {
         let sent = Instant::now();
         self.client
             .publish(
@@ -171,14 +171,34 @@ async fn measure(port: u16, scale: &Scale, tag: &str) -> (Samples, Samples) {
 }
 
 /// A Mosquitto of our own on a free port, if Mosquitto is installed.
-struct Mosquitto {
+pub struct Mosquitto {
     child: Child,
-    port: u16,
+    pub port: u16,
     _dir: tempfile::TempDir,
 }
 
 impl Mosquitto {
-    fn start() -> Option<Self> {
+    pub fn start() -> Option<Self> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .ok()?
+            .local_addr()
+            .ok()?
+            .port();
+        Self::start_on(port)
+    }
+
+    /// On `port` (retried while the port is still held by a killed predecessor).
+    pub fn start_on(port: u16) -> Option<Self> {
+        for _ in 0..100 {
+            if let Some(m) = Self::try_start_on(port) {
+                return Some(m);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+
+    fn try_start_on(port: u16) -> Option<Self> {
         let binary = [
             "/usr/sbin/mosquitto",
             "/usr/local/sbin/mosquitto",
@@ -186,11 +206,6 @@ impl Mosquitto {
         ]
         .into_iter()
         .find(|p| std::path::Path::new(p).exists())?;
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .ok()?
-            .local_addr()
-            .ok()?
-            .port();
         let dir = tempfile::tempdir().ok()?;
         let conf = dir.path().join("mosquitto.conf");
         std::fs::write(
@@ -200,7 +215,7 @@ impl Mosquitto {
             ),
         )
         .ok()?;
-        let child = Command::new(binary)
+        let mut child = Command::new(binary)
             .arg("-c")
             .arg(&conf)
             .stdout(Stdio::null())
@@ -215,8 +230,13 @@ impl Mosquitto {
                     _dir: dir,
                 });
             }
+            if let Ok(Some(_)) = child.try_wait() {
+                return None;
+            }
             std::thread::sleep(Duration::from_millis(25));
         }
+        let _ = child.kill();
+        let _ = child.wait();
         None
     }
 }

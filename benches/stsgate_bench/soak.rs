@@ -1,0 +1,133 @@
+//! Soak: the embedded default binary under mixed load (Pilot 2 over HTTP for several workspaces
+//! and docks over MQTT) for a long time, resident memory sampled throughout. Growth shows as a
+//! difference between the first and the last part of the run.
+
+use std::net::SocketAddr;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::Scale;
+use crate::footprint::{free_port, get, rss_mib};
+
+pub async fn run(scale: &Scale) -> Vec<String> {
+    let binary = env!("CARGO_BIN_EXE_stsgate");
+    let dir = tempfile::tempdir().expect("data dir");
+    let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+    let mqtt_port = free_port();
+    let mut child = Command::new(binary)
+        .arg("--data-dir")
+        .arg(dir.path())
+        .arg("serve")
+        .arg("--http-listen")
+        .arg(http.to_string())
+        .arg("--mqtt-embedded-listen")
+        .arg(format!("127.0.0.1:{mqtt_port}"))
+        .arg("--storage-local-listen")
+        .arg(format!("127.0.0.1:{}", free_port()))
+        .env("STSGATE_LIMITS__SUBJECT_PER_MINUTE", "0")
+        .env("STSGATE_LIMITS__DEVICE_PER_MINUTE", "0")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("stsgate starts");
+    let pid = child.id();
+    let started = Instant::now();
+    while get(http, "/readyz") != Some(200) {
+        assert!(started.elapsed() < Duration::from_secs(20), "ready in time");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let token = |ws: &str| {
+        let out = Command::new(binary)
+            .arg("--data-dir")
+            .arg(dir.path())
+            .args(["token", "--workspace", ws])
+            .env("RUST_LOG", "off")
+            .output()
+            .expect("stsgate token");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .last()
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let served = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    // Pilots: one connection per workspace, a request every 5 ms each.
+    for w in 0..4 {
+        let (token, stop, served) = (token(&format!("soak-{w}")), stop.clone(), served.clone());
+        tasks.push(tokio::spawn(async move {
+            while !stop.load(Ordering::SeqCst) {
+                let s = crate::http::load_workspace(
+                    http,
+                    &format!("soak-{w}"),
+                    &token,
+                    1,
+                    Duration::from_secs(5),
+                    Duration::from_millis(5),
+                )
+                .await;
+                served.fetch_add(s.count() as u64, Ordering::SeqCst);
+            }
+        }));
+    }
+    // Docks: new ones keep arriving, each asks ten times and leaves.
+    for d in 0..4 {
+        let (stop, served) = (stop.clone(), served.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut generation = 0_usize;
+            while !stop.load(Ordering::SeqCst) {
+                let mut dock =
+                    crate::mqtt::Dock::connect(mqtt_port, &format!("SOAK{d}G{generation}")).await;
+                for i in 0..10 {
+                    dock.round_trip(i).await;
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                served.fetch_add(10, Ordering::SeqCst);
+                generation += 1;
+            }
+        }));
+    }
+    let mut samples = Vec::new();
+    let start = Instant::now();
+    while start.elapsed() < scale.soak {
+        samples.push((start.elapsed().as_secs_f64(), rss_mib(pid)));
+        tokio::time::sleep(scale.soak_sample).await;
+    }
+    samples.push((start.elapsed().as_secs_f64(), rss_mib(pid)));
+    stop.store(true, Ordering::SeqCst);
+    for t in tasks {
+        let _ = t.await;
+    }
+    let alive = child.try_wait().map(|s| s.is_none()).unwrap_or(false);
+    let _ = Command::new("kill").arg(pid.to_string()).status();
+    let _ = child.wait();
+
+    let fifth = (samples.len() / 5).max(1);
+    let avg = |s: &[(f64, f64)]| s.iter().map(|(_, r)| r).sum::<f64>() / s.len() as f64;
+    let (first, last) = (
+        avg(&samples[..fifth]),
+        avg(&samples[samples.len() - fifth..]),
+    );
+    let max = samples.iter().map(|(_, r)| *r).fold(0.0, f64::max);
+    let series: Vec<String> = samples
+        .iter()
+        .step_by((samples.len() / 12).max(1))
+        .map(|(t, r)| format!("{:.0}s {r:.1}", t))
+        .collect();
+    vec![
+        format!(
+            "soak: {:.0} s of mixed load on the embedded default binary (4 pilots, 4 docks arriving and leaving); {} requests answered; process alive at the end: {alive}",
+            start.elapsed().as_secs_f64(),
+            served.load(Ordering::SeqCst)
+        ),
+        format!(
+            "  RSS MiB: first fifth avg {first:.1}, last fifth avg {last:.1}, max {max:.1}; growth {:+.1} MiB",
+            last - first
+        ),
+        format!("  samples (time, MiB): {}", series.join(", ")),
+    ]
+}
