@@ -75,14 +75,22 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Generates request ids: 16 random base32 characters.
+/// Generates request ids: 8 random base32 characters drawn once per process, then a counter
+/// (8 hex digits): unique within the process, told apart across replicas, and free of a system
+/// call per request.
 #[derive(Clone, Copy, Debug)]
 struct RandomRequestId;
 
+static REQUEST_ID_PREFIX: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+static REQUEST_COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
 impl MakeRequestId for RandomRequestId {
     fn make_request_id<B>(&mut self, _: &axum::http::Request<B>) -> Option<RequestId> {
-        let id = crate::random::string(crate::random::BASE32, 16).ok()?;
-        axum::http::HeaderValue::from_str(&id)
+        let prefix = REQUEST_ID_PREFIX.get_or_init(|| {
+            crate::random::string(crate::random::BASE32, 8).unwrap_or_else(|_| "00000000".into())
+        });
+        let n = REQUEST_COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        axum::http::HeaderValue::from_str(&format!("{prefix}{n:08x}"))
             .ok()
             .map(RequestId::new)
     }

@@ -1,7 +1,7 @@
 //! HS256 verification and minting with `jsonwebtoken`. The algorithm is pinned, so a token whose
 //! header names another algorithm is refused (no algorithm confusion).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use jsonwebtoken::errors::ErrorKind;
@@ -64,7 +64,16 @@ pub struct Verifier {
     secret: DecodingKey,
     public: PublicKeys,
     validation: Validation,
+    /// Tokens verified recently: Pilot 2 sends the same token with every request, and checking
+    /// its signature and claims again is most of what a cache hit costs (see BENCHMARKS.md).
+    verified: std::sync::Mutex<HashMap<Box<str>, (Claims, tokio::time::Instant)>>,
 }
+
+/// How long a verified token is taken on trust before its signature is checked again (so that a
+/// key removed from the JWKS or a rotated secret stops its tokens within this time).
+const VERIFIED_FOR: Duration = Duration::from_secs(60);
+/// The most tokens remembered; past that the memory is cleared.
+const VERIFIED_MAX: usize = 10_000;
 
 // === impl Claims ===
 
@@ -110,6 +119,7 @@ impl Verifier {
             secret: DecodingKey::from_secret(secret.expose().as_bytes()),
             public,
             validation,
+            verified: std::sync::Mutex::default(),
         })
     }
 
@@ -119,6 +129,47 @@ impl Verifier {
         if token.is_empty() {
             return Err(Error::Missing);
         }
+        if let Some(claims) = self.recently_verified(token)? {
+            return Ok(claims);
+        }
+        let claims = self.verify_now(token).await?;
+        let mut verified = self
+            .verified
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if verified.len() >= VERIFIED_MAX {
+            verified.clear();
+        }
+        verified.insert(token.into(), (claims.clone(), tokio::time::Instant::now()));
+        Ok(claims)
+    }
+
+    /// The claims of `token` if it was verified less than [`VERIFIED_FOR`] ago; its expiry is
+    /// checked again on every use.
+    fn recently_verified(&self, token: &str) -> Result<Option<Claims>, Error> {
+        let mut verified = self
+            .verified
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let Some((claims, at)) = verified.get(token) else {
+            return Ok(None);
+        };
+        if at.elapsed() >= VERIFIED_FOR {
+            verified.remove(token);
+            return Ok(None);
+        }
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        if claims.exp.saturating_add(self.validation.leeway) < now {
+            verified.remove(token);
+            return Err(Error::Expired);
+        }
+        Ok(Some(claims.clone()))
+    }
+
+    /// Checks signature and claims.
+    async fn verify_now(&self, token: &str) -> Result<Claims, Error> {
         // The header is checked on its own first so that an unusable header (e.g. `alg: none`)
         // reads as a malformed token, not as bad claims.
         let header = jsonwebtoken::decode_header(token).map_err(|e| match e.kind() {

@@ -118,3 +118,21 @@ async fn errors_never_echo_the_token() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_remembered_token_still_expires_on_time() {
+    let config = AuthConfig {
+        leeway: Duration::ZERO,
+        ..AuthConfig::default()
+    };
+    let secret = Secret::new("CloudApiSample");
+    let verifier = Verifier::new(&secret, &config).expect("verifier");
+    let token = mint(&secret, "ws-short", "pilot", Duration::from_secs(1), None).expect("token");
+    assert!(verifier.verify(&token).await.is_ok());
+    assert!(verifier.verify(&token).await.is_ok(), "remembered");
+    // A token that was never verified is not taken from the memory of another.
+    let tampered = format!("{}x", &token[..token.len() - 1]);
+    assert!(verifier.verify(&tampered).await.is_err());
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert!(matches!(verifier.verify(&token).await, Err(Error::Expired)));
+}

@@ -13,7 +13,7 @@
 //! Layout: objects live under `{data_dir}/objects/{bucket}/{key}`; s3s-fs keeps its metadata and
 //! multipart parts as hidden files in `{data_dir}/objects`.
 
-mod access;
+pub mod access;
 mod admin;
 mod auth;
 mod cleanup;
