@@ -425,7 +425,11 @@ async fn every_answer_carries_a_request_id() {
         .to_owned();
     assert_eq!(id.len(), 16, "{id}");
     let next = client.post(&url).send().await.expect("answer");
-    assert_ne!(next.headers()["x-request-id"], id.as_str(), "ids are unique");
+    assert_ne!(
+        next.headers()["x-request-id"],
+        id.as_str(),
+        "ids are unique"
+    );
     let proxied = client
         .post(&url)
         .header("x-request-id", "from-the-proxy-42")

@@ -75,7 +75,10 @@ impl Scale {
             restarts: 10,
             fault_run: Duration::from_secs(60),
             fault_docks: 8,
-            soak: Duration::from_secs(30 * 60),
+            soak: std::env::var("BENCH_SOAK_SECS")
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .map_or(Duration::from_secs(30 * 60), Duration::from_secs),
             soak_sample: Duration::from_secs(10),
         }
     }

@@ -15,8 +15,17 @@ pub async fn run(scale: &Scale) -> Vec<String> {
     let binary = env!("CARGO_BIN_EXE_stsgate");
     let dir = tempfile::tempdir().expect("data dir");
     let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
-    let mqtt_port = free_port();
-    let mut child = Command::new(binary)
+    // BENCH_SOAK_BROKER=<port>: use the Mosquitto (or other broker) there instead of the
+    // embedded one, to tell the broker's memory from the service's.
+    let external: Option<u16> = std::env::var("BENCH_SOAK_BROKER")
+        .ok()
+        .and_then(|p| p.parse().ok());
+    let mqtt_port = external.unwrap_or_else(free_port);
+    let mut command = Command::new(binary);
+    if let Some(port) = external {
+        command.env("STSGATE_MQTT__URL", format!("mqtt://127.0.0.1:{port}"));
+    }
+    let mut child = command
         .arg("--data-dir")
         .arg(dir.path())
         .arg("serve")
@@ -56,8 +65,10 @@ pub async fn run(scale: &Scale) -> Vec<String> {
     let stop = Arc::new(AtomicBool::new(false));
     let served = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::new();
+    // BENCH_SOAK_PARTS=http or =mqtt runs one kind of load only (to find what grows).
+    let parts = std::env::var("BENCH_SOAK_PARTS").unwrap_or_else(|_| "http,mqtt".to_owned());
     // Pilots: one connection per workspace, a request every 5 ms each.
-    for w in 0..4 {
+    for w in (0..4).filter(|_| parts.contains("http")) {
         let (token, stop, served) = (token(&format!("soak-{w}")), stop.clone(), served.clone());
         tasks.push(tokio::spawn(async move {
             while !stop.load(Ordering::SeqCst) {
@@ -75,13 +86,19 @@ pub async fn run(scale: &Scale) -> Vec<String> {
         }));
     }
     // Docks: new ones keep arriving, each asks ten times and leaves.
-    for d in 0..4 {
+    for d in (0..4).filter(|_| parts.contains("mqtt")) {
         let (stop, served) = (stop.clone(), served.clone());
         tasks.push(tokio::spawn(async move {
             let mut generation = 0_usize;
             while !stop.load(Ordering::SeqCst) {
-                let mut dock =
-                    crate::mqtt::Dock::connect(mqtt_port, &format!("SOAK{d}G{generation}")).await;
+                // BENCH_SOAK_FLEET=1: the same four docks come back again and again (a real
+                // fleet) instead of a new serial number each time.
+                let sn = if std::env::var("BENCH_SOAK_FLEET").is_ok() {
+                    format!("SOAK{d}")
+                } else {
+                    format!("SOAK{d}G{generation}")
+                };
+                let mut dock = crate::mqtt::Dock::connect(mqtt_port, &sn).await;
                 for i in 0..10 {
                     dock.round_trip(i).await;
                     tokio::time::sleep(Duration::from_millis(20)).await;
