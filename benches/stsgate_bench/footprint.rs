@@ -40,28 +40,61 @@ pub fn rss_mib(pid: u32) -> f64 {
         .map_or(f64::NAN, |kb| kb / 1024.0)
 }
 
+/// `stsgate serve` (the binary built by this cargo invocation) with its data in `data`, HTTP on
+/// `http`, the embedded broker on `mqtt_port` (unless `broker` names an external one), no rate
+/// limits and quiet logs.
+pub fn spawn_serve(
+    data: &std::path::Path,
+    http: SocketAddr,
+    mqtt_port: u16,
+    broker: Option<u16>,
+) -> std::process::Child {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_stsgate"));
+    if let Some(port) = broker {
+        command.env("STSGATE_MQTT__URL", format!("mqtt://127.0.0.1:{port}"));
+    }
+    command
+        .arg("--data-dir")
+        .arg(data)
+        .arg("serve")
+        .arg("--http-listen")
+        .arg(http.to_string())
+        .arg("--mqtt-embedded-listen")
+        .arg(format!("127.0.0.1:{mqtt_port}"))
+        .arg("--storage-local-listen")
+        .arg(format!("127.0.0.1:{}", free_port()))
+        .env("STSGATE_LIMITS__SUBJECT_PER_MINUTE", "0")
+        .env("STSGATE_LIMITS__DEVICE_PER_MINUTE", "0")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("stsgate starts")
+}
+
+/// A token for `workspace` from `stsgate token` over the data dir `data`.
+pub fn token(data: &std::path::Path, workspace: &str) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_stsgate"))
+        .arg("--data-dir")
+        .arg(data)
+        .args(["token", "--workspace", workspace])
+        .env("RUST_LOG", "off")
+        .output()
+        .expect("stsgate token");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .last()
+        .unwrap_or_default()
+        .to_owned()
+}
+
 pub async fn run(scale: &Scale) -> Vec<String> {
     let binary = env!("CARGO_BIN_EXE_stsgate");
     let size = std::fs::metadata(binary).map_or(0, |m| m.len());
     let dir = tempfile::tempdir().expect("data dir");
     let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
     let start = Instant::now();
-    let mut child = Command::new(binary)
-        .arg("--data-dir")
-        .arg(dir.path())
-        .arg("serve")
-        .arg("--http-listen")
-        .arg(http.to_string())
-        .arg("--mqtt-embedded-listen")
-        .arg(format!("127.0.0.1:{}", free_port()))
-        .arg("--storage-local-listen")
-        .arg(format!("127.0.0.1:{}", free_port()))
-        .env("STSGATE_LIMITS__SUBJECT_PER_MINUTE", "0")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("stsgate starts");
+    let mut child = spawn_serve(dir.path(), http, free_port(), None);
     let mut ready = None;
     while start.elapsed() < Duration::from_secs(20) {
         if get(http, "/readyz") == Some(200) {
@@ -75,20 +108,7 @@ pub async fn run(scale: &Scale) -> Vec<String> {
     let idle = rss_mib(pid);
 
     // Under load: the HTTP benchmark's generator against the binary, sampling RSS.
-    let token = {
-        let out = Command::new(binary)
-            .arg("--data-dir")
-            .arg(dir.path())
-            .args(["token", "--workspace", "bench"])
-            .env("RUST_LOG", "off")
-            .output()
-            .expect("stsgate token");
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .last()
-            .unwrap_or_default()
-            .to_owned()
-    };
+    let token = token(dir.path(), "bench");
     let load = tokio::spawn({
         let (token, connections, duration) = (token.clone(), scale.connections, scale.duration);
         async move { crate::http::load(http, &token, connections, duration).await }

@@ -3,16 +3,15 @@
 //! difference between the first and the last part of the run.
 
 use std::net::SocketAddr;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::Scale;
-use crate::footprint::{free_port, get, rss_mib};
+use crate::footprint::{free_port, get, rss_mib, spawn_serve, token};
 
 pub async fn run(scale: &Scale) -> Vec<String> {
-    let binary = env!("CARGO_BIN_EXE_stsgate");
     let dir = tempfile::tempdir().expect("data dir");
     let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
     // BENCH_SOAK_BROKER=<port>: use the Mosquitto (or other broker) there instead of the
@@ -21,47 +20,14 @@ pub async fn run(scale: &Scale) -> Vec<String> {
         .ok()
         .and_then(|p| p.parse().ok());
     let mqtt_port = external.unwrap_or_else(free_port);
-    let mut command = Command::new(binary);
-    if let Some(port) = external {
-        command.env("STSGATE_MQTT__URL", format!("mqtt://127.0.0.1:{port}"));
-    }
-    let mut child = command
-        .arg("--data-dir")
-        .arg(dir.path())
-        .arg("serve")
-        .arg("--http-listen")
-        .arg(http.to_string())
-        .arg("--mqtt-embedded-listen")
-        .arg(format!("127.0.0.1:{mqtt_port}"))
-        .arg("--storage-local-listen")
-        .arg(format!("127.0.0.1:{}", free_port()))
-        .env("STSGATE_LIMITS__SUBJECT_PER_MINUTE", "0")
-        .env("STSGATE_LIMITS__DEVICE_PER_MINUTE", "0")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("stsgate starts");
+    let mut child = spawn_serve(dir.path(), http, mqtt_port, external);
     let pid = child.id();
     let started = Instant::now();
     while get(http, "/readyz") != Some(200) {
         assert!(started.elapsed() < Duration::from_secs(20), "ready in time");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let token = |ws: &str| {
-        let out = Command::new(binary)
-            .arg("--data-dir")
-            .arg(dir.path())
-            .args(["token", "--workspace", ws])
-            .env("RUST_LOG", "off")
-            .output()
-            .expect("stsgate token");
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .last()
-            .unwrap_or_default()
-            .to_owned()
-    };
+    let token = |ws: &str| token(dir.path(), ws);
     let stop = Arc::new(AtomicBool::new(false));
     let served = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::new();
