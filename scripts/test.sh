@@ -67,6 +67,9 @@ if ! python_peers_ready; then
   hash -r
 fi
 
+# The disk-full and read-only tests mount small tmpfs file systems: as root they must run.
+if [ "$(id -u)" = 0 ]; then export STSGATE_TEST_MOUNTS=1; fi
+
 echo "== cargo test"
 # --all-targets: unit, integration and bench-harness tests (the crate has no doc-tests).
 log=$(mktemp)

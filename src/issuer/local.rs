@@ -150,9 +150,14 @@ impl Minted {
 
 impl Keyring {
     /// Opens (creating it if needed) the keyring directory and loads every unexpired credential;
-    /// expired ones are deleted, unreadable ones are reported and skipped.
+    /// expired ones are deleted, unreadable ones are reported and skipped. A directory that
+    /// cannot be written (read-only file system, no space, wrong owner) is refused here, at
+    /// start-up, rather than by every request that needs a new credential.
     pub fn open(dir: &Path) -> std::io::Result<Self> {
         create_private_dir(dir)?;
+        let probe = dir.join(".writable");
+        write_private_atomically(&probe, b"")?;
+        std::fs::remove_file(&probe)?;
         let now = SystemTime::now();
         let mut keys = HashMap::new();
         for entry in std::fs::read_dir(dir)? {

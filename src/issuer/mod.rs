@@ -104,8 +104,13 @@ pub struct Opened {
 pub async fn open(config: &Config) -> Result<Opened, Error> {
     match config.storage.provider {
         ProviderKind::Local => {
-            let keyring = local::Keyring::open(&config.data_dir.join("credentials"))
-                .map_err(|e| Error::Internal(format!("cannot open the credential store: {e}")))?;
+            let dir = config.data_dir.join("credentials");
+            let keyring = local::Keyring::open(&dir).map_err(|e| {
+                Error::Internal(format!(
+                    "cannot open the credential store in {}: {e}",
+                    dir.display()
+                ))
+            })?;
             let keyring = Arc::new(keyring);
             let issuer = IssuerHandle::new(local::LocalIssuer::new(keyring.clone()));
             Ok(Opened {

@@ -26,6 +26,8 @@ pub const SILENCE: Duration = Duration::from_millis(600);
 pub struct TestService {
     pub service: Service,
     pub data: TempDir,
+    /// The service's data dir (in `data` unless [`Options::data_dir`] put it elsewhere).
+    pub data_dir: std::path::PathBuf,
     pub base_url: String,
     http: reqwest::Client,
 }
@@ -36,6 +38,7 @@ pub struct Options {
     env: Vec<(String, String)>,
     file: Option<String>,
     data: Option<TempDir>,
+    data_dir: Option<std::path::PathBuf>,
     unready: bool,
 }
 
@@ -62,6 +65,12 @@ impl Options {
         self
     }
 
+    /// Keeps the service's data in `dir` (which the test owns) instead of the temp dir.
+    pub fn data_dir(mut self, dir: &std::path::Path) -> Self {
+        self.data_dir = Some(dir.to_owned());
+        self
+    }
+
     pub async fn start(self) -> TestService {
         self.try_start().await.expect("service starts")
     }
@@ -78,11 +87,9 @@ impl Options {
                 .expect("config file");
             path
         });
+        let data_dir = self.data_dir.unwrap_or_else(|| data.path().join("data"));
         let flags = vec![
-            (
-                "data_dir".to_owned(),
-                data.path().join("data").display().to_string(),
-            ),
+            ("data_dir".to_owned(), data_dir.display().to_string()),
             ("http.listen".to_owned(), "127.0.0.1:0".to_owned()),
             ("mqtt.embedded_listen".to_owned(), "127.0.0.1:0".to_owned()),
             ("storage.local.listen".to_owned(), "127.0.0.1:0".to_owned()),
@@ -102,6 +109,7 @@ impl Options {
         Ok(TestService {
             service,
             data,
+            data_dir,
             base_url,
             http: reqwest::Client::new(),
         })
@@ -116,7 +124,7 @@ impl TestService {
 
     /// The JWT secret the service uses (generated into its data dir unless configured).
     pub fn secret(&self) -> Secret {
-        let path = self.data.path().join("data").join("jwt_secret");
+        let path = self.data_dir.join("jwt_secret");
         Secret::new(
             std::fs::read_to_string(path)
                 .expect("generated secret")
