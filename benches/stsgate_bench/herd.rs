@@ -10,7 +10,7 @@ use stsgate::gateway::{Gateway, WorkspaceId};
 use crate::Scale;
 
 /// Upstream calls so far (all outcomes), from the process's metrics.
-fn upstream_calls() -> f64 {
+pub fn upstream_calls() -> f64 {
     let text = stsgate::telemetry::metrics::install()
         .expect("metrics recorder")
         .render();

@@ -56,6 +56,8 @@ pub async fn load_workspace(
                     .header("content-length", "0")
                     .body(Full::new(Bytes::new()))
                     .expect("request");
+                // (hyper hands the connection back only once the last response is fully read)
+                sender.ready().await.expect("connection ready");
                 let sent = Instant::now();
                 let response = sender.send_request(request).await.expect("response");
                 assert!(response.status().is_success(), "{}", response.status());
@@ -110,6 +112,7 @@ async fn one_answer(addr: SocketAddr, token: &str) -> Bytes {
             .header("content-length", "0")
             .body(Full::new(Bytes::new()))
             .expect("request");
+        sender.ready().await.expect("connection ready");
         let response = sender.send_request(request).await.expect("response");
         assert!(response.status().is_success());
         samples_body = Some(

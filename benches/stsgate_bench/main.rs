@@ -3,7 +3,8 @@
 //!
 //! ```sh
 //! cargo bench --bench stsgate-bench                 # everything, full size
-//! cargo bench --bench stsgate-bench -- http herd    # some of it
+//! cargo bench --bench stsgate-bench -- http herd    # some of it (http demo mqtt herd faults
+//!                                                   # footprint store; soak only by name)
 //! ```
 //!
 //! Under `cargo test` (no `--bench` argument) it runs every part at a tiny size as a smoke test,
@@ -20,6 +21,7 @@
     missing_docs
 )]
 
+mod demo;
 mod faults;
 mod footprint;
 mod herd;
@@ -190,6 +192,9 @@ fn main() {
             let service = start(&[]).await;
             report(http::run(&scale, &service).await);
             service.stop().await;
+        }
+        if wanted("demo") {
+            report(Box::pin(demo::run(&scale)).await);
         }
         if wanted("mqtt") {
             report(mqtt::run(&scale).await);
