@@ -334,3 +334,29 @@ async fn a_flooding_dock_is_rate_limited_without_slowing_the_others() {
             >= 35.0
     );
 }
+
+/// The embedded broker keeps only a small log per dock (32 KiB of replies): a dock that asks far
+/// more than that over its life, in bursts of 20, still gets every answer, each exactly once.
+#[tokio::test]
+async fn a_dock_asking_past_the_brokers_retention_gets_every_answer() {
+    let svc = Options::default()
+        .env("STSGATE_LIMITS__DEVICE_PER_MINUTE", "0")
+        .start()
+        .await;
+    let mut dock = svc.dock("RETAIN01").await;
+    let mut seen = BTreeSet::new();
+    for burst in 0..10 {
+        for i in 0..20 {
+            dock.send(storage_config_get(&format!("t{burst}-{i}"), "1"))
+                .await;
+        }
+        for _ in 0..20 {
+            let reply = dock.reply().await;
+            let tid = reply["tid"].as_str().unwrap_or_default().to_owned();
+            assert_success(&reply, &tid);
+            assert!(seen.insert(tid.clone()), "{tid} answered twice");
+        }
+    }
+    assert_eq!(seen.len(), 200);
+    dock.assert_silence("nothing more").await;
+}

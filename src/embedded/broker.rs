@@ -79,6 +79,12 @@ async fn wait_until_accepting(addr: SocketAddr) -> Result<(), Error> {
     )))
 }
 
+/// Retained per device filter: two segments of this many bytes (about 25 replies each).
+const REPLY_SEGMENT_BYTES: usize = 16 * 1024;
+/// Retained for the service's requests filter: four segments of this many bytes (about 430
+/// requests each; a request on a connection of its own pins 10 KiB, so at most about 17 MiB).
+const REQUEST_SEGMENT_BYTES: usize = 64 * 1024;
+
 fn config(addr: SocketAddr, max_payload: usize) -> rumqttd::Config {
     let connections = ConnectionSettings {
         connection_timeout_ms: 60_000,
@@ -101,8 +107,21 @@ fn config(addr: SocketAddr, max_payload: usize) -> rumqttd::Config {
         router: RouterConfig {
             max_connections: 10_010,
             max_outgoing_packet_count: 200,
-            max_segment_size: 4 * 1024 * 1024,
-            max_segment_count: 4,
+            // rumqttd keeps a log of past messages per subscription filter, bounded in payload
+            // bytes, and each message kept pins the 10 KiB read buffer of the connection it came
+            // on: per-device filters (a dock's `…/requests_reply`) get a small log, the service's
+            // requests filter a larger one (the backlog the service may fall behind by, about
+            // 1,300 requests, without losing any). With rumqttd's 4 × 4 MiB default the soak
+            // grew without visible bound.
+            max_segment_size: REPLY_SEGMENT_BYTES,
+            max_segment_count: 2,
+            custom_segment: Some(HashMap::from([(
+                crate::protocol::mqtt::REQUESTS_FILTER.to_owned(),
+                rumqttd::SegmentConfig {
+                    max_segment_size: REQUEST_SEGMENT_BYTES,
+                    max_segment_count: 4,
+                },
+            )])),
             ..RouterConfig::default()
         },
         v4: Some(HashMap::from([("v4".to_owned(), server)])),
