@@ -220,11 +220,18 @@ async fn a_full_disk_fails_uploads_and_new_credentials_cleanly_then_recovers() {
     // A credential the store could not persist would be refused by the store: so none is issued.
     let (status, body) = svc.sts("ws-new", Some(&svc.token("ws-new"))).await;
     assert_refused(status, &body, "new credentials on a full disk");
+    assert_eq!(body["code"], 10500, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("No space left on device")),
+        "{body}"
+    );
     let mut dock = svc.dock("DOCKFULL1").await;
     let reply = dock
         .request(&storage_config_get("full-1", "1700000000000"))
         .await;
-    assert_ne!(reply["data"]["result"], 0, "{reply}");
+    assert_eq!(reply["data"]["result"], 10500, "{reply}");
     assert!(
         reply["data"]
             .get("output")
