@@ -465,3 +465,39 @@ async fn metrics_show_requests_cache_and_upstream() {
     );
     assert!(text.contains("stsgate_upstream_calls_total{"), "{text}");
 }
+
+/// The answer is written from a rendering made once per credential: it must be exactly the bytes
+/// serde writes for the same envelope, on the first answer and on cache hits alike.
+#[tokio::test]
+async fn the_answer_is_byte_for_byte_what_serde_writes() {
+    use stsgate::protocol::StorageConfig;
+    use stsgate::protocol::http::Envelope;
+
+    let svc = TestService::start().await;
+    let token = svc.token("ws-bytes");
+    let client = reqwest::Client::new();
+    let mut expires = BTreeSet::new();
+    for _ in 0..3 {
+        let response = client
+            .post(format!(
+                "{}/storage/api/v1/workspaces/ws-bytes/sts",
+                svc.base_url
+            ))
+            .header("x-auth-token", &token)
+            .send()
+            .await
+            .expect("answer");
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(
+            response.headers()["content-type"],
+            "application/json",
+            "content type"
+        );
+        let raw = response.text().await.expect("body");
+        let parsed: Envelope<StorageConfig> = serde_json::from_str(&raw).expect("envelope");
+        expires.insert(parsed.data.as_ref().expect("data").credentials.expire);
+        assert_eq!(raw, serde_json::to_string(&parsed).expect("json"));
+        tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    }
+    assert!(expires.len() > 1, "expire counts down: {expires:?}");
+}

@@ -2,6 +2,7 @@
 //! half its life left), stale (served while one refresh runs), or unusable (below the floor), and
 //! the `expire` a device is told.
 
+use crate::protocol::RenderedOnce;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -23,6 +24,8 @@ pub struct Lifetimes {
 pub struct Entry {
     /// The credential.
     pub credential: Arc<IssuedCredential>,
+    /// Its answer, serialised on first use (see [`crate::protocol::Rendered`]).
+    pub rendered: RenderedOnce,
     /// When it was received.
     pub issued_at: Instant,
     /// When it expires.
@@ -52,6 +55,7 @@ impl Entry {
             .unwrap_or_default();
         Self {
             credential: Arc::new(credential),
+            rendered: RenderedOnce::default(),
             issued_at: now,
             expires_at: now + lifetime,
         }

@@ -38,6 +38,8 @@ pub struct Cache {
 pub struct Lease {
     /// The credential.
     pub credential: Arc<IssuedCredential>,
+    /// Its answer, serialised once per credential.
+    pub rendered: crate::protocol::RenderedOnce,
     /// Seconds a device may rely on it (remaining life minus the margin).
     pub expire: u64,
     /// True when no upstream call was needed for this request.
@@ -109,19 +111,17 @@ impl Cache {
             }
             match &state.flight {
                 Some(flight) => {
-                    metrics::counter!("stsgate_cache_requests_total", "outcome" => "joined")
-                        .increment(1);
+                    crate::telemetry::metrics::cache_request("joined");
                     flight.clone()
                 }
                 None => {
                     if let Some((until, error)) = &state.failure
                         && now < *until
                     {
-                        metrics::counter!("stsgate_cache_requests_total", "outcome" => "failure_cached").increment(1);
+                        crate::telemetry::metrics::cache_request("failure_cached");
                         return Err(error.clone());
                     }
-                    metrics::counter!("stsgate_cache_requests_total", "outcome" => "miss")
-                        .increment(1);
+                    crate::telemetry::metrics::cache_request("miss");
                     let flight = self.start(scope, &slot);
                     state.flight = Some(flight.clone());
                     flight
@@ -133,6 +133,7 @@ impl Cache {
             Ok(Some(Ok(entry))) => Ok(Lease {
                 expire: entry.expire_secs(Instant::now(), &self.inner.policy),
                 credential: entry.credential,
+                rendered: entry.rendered,
                 hit: false,
             }),
             Ok(Some(Err(error))) => Err(error),
@@ -158,9 +159,10 @@ impl Cache {
     }
 
     fn lease(&self, entry: &Entry, now: Instant, hit: bool, outcome: &'static str) -> Lease {
-        metrics::counter!("stsgate_cache_requests_total", "outcome" => outcome).increment(1);
+        crate::telemetry::metrics::cache_request(outcome);
         Lease {
             credential: entry.credential.clone(),
+            rendered: entry.rendered.clone(),
             expire: entry.expire_secs(now, &self.inner.policy),
             hit,
         }

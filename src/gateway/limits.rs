@@ -41,6 +41,11 @@ impl Limits {
         }
     }
 
+    /// Whether token subjects have a limit.
+    pub fn subjects_limited(&self) -> bool {
+        self.subjects.is_some()
+    }
+
     /// Admits one request, or says how long to wait.
     pub fn check(&self, requester: Requester<'_>) -> Result<(), Duration> {
         let (limiter, key) = match requester {

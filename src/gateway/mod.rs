@@ -41,6 +41,28 @@ pub struct Issued {
     pub workspace: WorkspaceId,
     /// Whether the credential came from the cache.
     pub cache_hit: bool,
+    /// `config` serialised once per credential.
+    rendered: crate::protocol::RenderedOnce,
+}
+
+// === impl Issued ===
+
+impl Issued {
+    /// Appends `config` as JSON to `out`: the same bytes as `serde_json`, from a rendering made
+    /// once per credential (only `expire` differs between answers).
+    pub fn write_json(&self, out: &mut Vec<u8>) {
+        match self
+            .rendered
+            .get_or_init(|| crate::protocol::Rendered::new(&self.config))
+        {
+            Some(rendered) => rendered.write(self.config.credentials.expire, out),
+            None => {
+                if let Err(e) = serde_json::to_writer(&mut *out, &self.config) {
+                    tracing::error!(error = %e, "cannot encode a storage configuration");
+                }
+            }
+        }
+    }
 }
 
 // === impl Gateway ===
@@ -89,6 +111,11 @@ impl Gateway {
     pub fn with_audit(mut self, audit: Audit) -> Self {
         self.audit = audit;
         self
+    }
+
+    /// Whether tokens are rate-limited at all (`limits.subject_per_minute` > 0).
+    pub fn limits_subjects(&self) -> bool {
+        self.limits.subjects_limited()
     }
 
     /// Admits a request from `requester` under the rate limits, or refuses it with the time to
@@ -140,6 +167,7 @@ impl Gateway {
             },
             workspace,
             cache_hit: lease.hit,
+            rendered: lease.rendered,
         }
     }
 }

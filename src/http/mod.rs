@@ -90,7 +90,12 @@ impl MakeRequestId for RandomRequestId {
             crate::random::string(crate::random::BASE32, 8).unwrap_or_else(|_| "00000000".into())
         });
         let n = REQUEST_COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        axum::http::HeaderValue::from_str(&format!("{prefix}{n:08x}"))
+        let mut id = [0_u8; 16];
+        id[..8].copy_from_slice(&prefix.as_bytes()[..8]);
+        for (i, byte) in id[8..].iter_mut().enumerate() {
+            *byte = b"0123456789abcdef"[((n >> (28 - 4 * i)) & 0xf) as usize];
+        }
+        axum::http::HeaderValue::from_bytes(&id)
             .ok()
             .map(RequestId::new)
     }

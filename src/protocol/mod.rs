@@ -12,5 +12,5 @@ mod storage_config;
 mod timestamp;
 
 pub use code::ResultCode;
-pub use storage_config::{Credentials, Provider, StorageConfig};
+pub use storage_config::{Credentials, Provider, Rendered, RenderedOnce, StorageConfig};
 pub use timestamp::{Timestamp, now_millis};
