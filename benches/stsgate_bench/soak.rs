@@ -51,18 +51,18 @@ pub async fn run(scale: &Scale) -> Vec<String> {
             }
         }));
     }
-    // Docks: new ones keep arriving, each asks ten times and leaves.
+    // Docks: a fleet of 200 (four at a time) connect, ask ten times and leave, and come back
+    // later. BENCH_SOAK_CHURN=1: every visit is a dock never seen before (a new serial number).
+    let churn = std::env::var("BENCH_SOAK_CHURN").is_ok();
     for d in (0..4).filter(|_| parts.contains("mqtt")) {
         let (stop, served) = (stop.clone(), served.clone());
         tasks.push(tokio::spawn(async move {
             let mut generation = 0_usize;
             while !stop.load(Ordering::SeqCst) {
-                // BENCH_SOAK_FLEET=1: the same four docks come back again and again (a real
-                // fleet) instead of a new serial number each time.
-                let sn = if std::env::var("BENCH_SOAK_FLEET").is_ok() {
-                    format!("SOAK{d}")
-                } else {
+                let sn = if churn {
                     format!("SOAK{d}G{generation}")
+                } else {
+                    format!("SOAK{d}N{}", generation % 50)
                 };
                 let mut dock = crate::mqtt::Dock::connect(mqtt_port, &sn).await;
                 for i in 0..10 {
@@ -103,8 +103,13 @@ pub async fn run(scale: &Scale) -> Vec<String> {
         .collect();
     vec![
         format!(
-            "soak: {:.0} s of mixed load on the embedded default binary (4 pilots, 4 docks arriving and leaving); {} requests answered; process alive at the end: {alive}",
+            "soak: {:.0} s of mixed load on the embedded default binary (4 pilots; docks arriving and leaving, 4 at a time, {}); {} requests answered; process alive at the end: {alive}",
             start.elapsed().as_secs_f64(),
+            if churn {
+                "each one new"
+            } else {
+                "a fleet of 200"
+            },
             served.load(Ordering::SeqCst)
         ),
         format!(
