@@ -217,10 +217,11 @@ async fn check_reports_credentials_that_are_not_least_privilege() {
         .output()
         .expect("runs");
     let text = String::from_utf8_lossy(&out.stdout);
+    let errors = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{text}");
     assert!(
         text.contains("✓ credentials issued") && text.contains("✓ probe uploaded"),
-        "{text}"
+        "stdout:\n{text}\nstderr:\n{errors}"
     );
     assert!(text.contains("NOT least-privilege"), "{text}");
     assert!(

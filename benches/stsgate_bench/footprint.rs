@@ -42,7 +42,7 @@ pub fn rss_mib(pid: u32) -> f64 {
 
 /// `stsgate serve` (the binary built by this cargo invocation) with its data in `data`, HTTP on
 /// `http`, the embedded broker on `mqtt_port` (unless `broker` names an external one), no rate
-/// limits and quiet logs.
+/// limits and quiet logs (warnings and errors go to `{data}/serve.log`).
 pub fn spawn_serve(
     data: &std::path::Path,
     http: SocketAddr,
@@ -67,7 +67,10 @@ pub fn spawn_serve(
         .env("STSGATE_LIMITS__DEVICE_PER_MINUTE", "0")
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(
+            std::fs::File::create(data.join("serve.log"))
+                .map_or_else(|_| Stdio::null(), Stdio::from),
+        )
         .spawn()
         .expect("stsgate starts")
 }

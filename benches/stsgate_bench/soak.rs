@@ -24,7 +24,12 @@ pub async fn run(scale: &Scale) -> Vec<String> {
     let pid = child.id();
     let started = Instant::now();
     while get(http, "/readyz") != Some(200) {
-        assert!(started.elapsed() < Duration::from_secs(20), "ready in time");
+        if let Ok(Some(status)) = child.try_wait() {
+            let log = std::fs::read_to_string(dir.path().join("serve.log")).unwrap_or_default();
+            panic!("stsgate serve exited before it was ready ({status}): {log}");
+        }
+        // (generous: under `cargo test` this is a debug binary on a loaded machine)
+        assert!(started.elapsed() < Duration::from_secs(60), "ready in time");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let token = |ws: &str| token(dir.path(), ws);

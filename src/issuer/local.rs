@@ -155,8 +155,9 @@ impl Keyring {
     /// start-up, rather than by every request that needs a new credential.
     pub fn open(dir: &Path) -> std::io::Result<Self> {
         create_private_dir(dir)?;
-        let probe = dir.join(".writable");
-        write_private_atomically(&probe, b"")?;
+        // (no fsync: this only asks whether the directory takes new files)
+        let probe = dir.join(format!(".writable.{}", std::process::id()));
+        std::fs::File::create(&probe)?;
         std::fs::remove_file(&probe)?;
         let now = SystemTime::now();
         let mut keys = HashMap::new();
