@@ -68,7 +68,8 @@ if ! python_peers_ready; then
 fi
 
 # The disk-full and read-only tests mount small tmpfs file systems: as root they must run.
-if [ "$(id -u)" = 0 ]; then export STSGATE_TEST_MOUNTS=1; fi
+# (Not an STSGATE_ name: every stsgate process the tests start would read it as a config key.)
+if [ "$(id -u)" = 0 ]; then export TMPFS_TESTS=1; fi
 
 echo "== cargo test"
 # --all-targets: unit, integration and bench-harness tests (the crate has no doc-tests).

@@ -4,7 +4,7 @@
 //! recovers by itself once there is room again.
 //!
 //! Mounting needs root (or CAP_SYS_ADMIN). Without it these tests say so and pass, unless
-//! `STSGATE_TEST_MOUNTS=1` (set by `scripts/test.sh` when it runs as root) demands them.
+//! `TMPFS_TESTS=1` (set by `scripts/test.sh` when it runs as root) demands them.
 
 #![allow(
     clippy::expect_used,
@@ -53,8 +53,8 @@ impl Mount {
                     Err(e) => e.to_string(),
                 };
                 assert!(
-                    std::env::var_os("STSGATE_TEST_MOUNTS").is_none(),
-                    "STSGATE_TEST_MOUNTS is set but mounting a tmpfs failed: {why}"
+                    std::env::var_os("TMPFS_TESTS").is_none(),
+                    "TMPFS_TESTS is set but mounting a tmpfs failed: {why}"
                 );
                 eprintln!("skipped: cannot mount a tmpfs here ({why})");
                 None
