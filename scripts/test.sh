@@ -33,9 +33,9 @@ fi
 
 # PostgreSQL and MariaDB for the SQL device registry tests: used where they run (127.0.0.1:5432,
 # user postgres, database test; 127.0.0.1:3306, root without a password), else installed and
-# started with that set-up. STSGATE_TEST_POSTGRES / STSGATE_TEST_MARIADB (host:port) point the
+# started with that set-up. TEST_POSTGRES_ADDR / TEST_MARIADB_ADDR (host:port) point the
 # tests at other servers instead.
-if [ -z "${STSGATE_TEST_POSTGRES:-}" ] && ! port_open 5432; then
+if [ -z "${TEST_POSTGRES_ADDR:-}" ] && ! port_open 5432; then
   echo "== starting PostgreSQL"
   ls /etc/postgresql/*/main/pg_hba.conf >/dev/null 2>&1 || apt_install postgresql
   for hba in /etc/postgresql/*/main/pg_hba.conf; do
@@ -46,7 +46,7 @@ if [ -z "${STSGATE_TEST_POSTGRES:-}" ] && ! port_open 5432; then
   wait_port 5432
   $sudo su postgres -c "psql -qtAc \"SELECT 1 FROM pg_database WHERE datname = 'test'\" | grep -q 1 || createdb test"
 fi
-if [ -z "${STSGATE_TEST_MARIADB:-}" ] && ! port_open 3306; then
+if [ -z "${TEST_MARIADB_ADDR:-}" ] && ! port_open 3306; then
   echo "== starting MariaDB"
   command -v mariadbd >/dev/null 2>&1 || [ -x /usr/sbin/mariadbd ] || apt_install mariadb-server
   # (the init script may report failure while its own health check is refused; the port decides)

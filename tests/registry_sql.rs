@@ -4,7 +4,7 @@
 //! database is cut off cached bindings keep working and unknown docks get a clear error.
 //!
 //! Each test works in a schema (PostgreSQL) or database (MariaDB) of its own, dropped at the end.
-//! `STSGATE_TEST_POSTGRES` / `STSGATE_TEST_MARIADB` (host:port) point elsewhere.
+//! `TEST_POSTGRES_ADDR` / `TEST_MARIADB_ADDR` (host:port) point elsewhere.
 
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
@@ -32,8 +32,8 @@ struct Db {
 impl Db {
     async fn create(kind: Kind) -> Self {
         let server = match kind {
-            Kind::Postgres => std::env::var("STSGATE_TEST_POSTGRES"),
-            Kind::MariaDb => std::env::var("STSGATE_TEST_MARIADB"),
+            Kind::Postgres => std::env::var("TEST_POSTGRES_ADDR"),
+            Kind::MariaDb => std::env::var("TEST_MARIADB_ADDR"),
         }
         .unwrap_or_else(|_| {
             match kind {
