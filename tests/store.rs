@@ -46,20 +46,7 @@ fn failure<E: ProvideErrorMetadata>(
 }
 
 async fn read(svc: &TestService, key: &str) -> Vec<u8> {
-    let out = svc
-        .admin_s3()
-        .get_object()
-        .bucket("media")
-        .key(key)
-        .send()
-        .await
-        .expect("admin reads");
-    out.body
-        .collect()
-        .await
-        .expect("body")
-        .into_bytes()
-        .to_vec()
+    svc.read_object(key).await.expect("admin reads")
 }
 
 fn md5_digest(data: &[u8]) -> Vec<u8> {

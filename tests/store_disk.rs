@@ -119,19 +119,6 @@ async fn put(client: &aws_sdk_s3::Client, key: &str, body: Vec<u8>) -> Result<()
         })
 }
 
-/// The object as the administrator reads it (devices may only write).
-async fn get(svc: &TestService, key: &str) -> Option<Vec<u8>> {
-    let out = svc
-        .admin_s3()
-        .get_object()
-        .bucket("media")
-        .key(key)
-        .send()
-        .await
-        .ok()?;
-    Some(out.body.collect().await.ok()?.into_bytes().to_vec())
-}
-
 /// Object keys under `prefix` as the administrator lists them.
 async fn keys(svc: &TestService, prefix: &str) -> Vec<String> {
     let out = svc
@@ -207,7 +194,10 @@ async fn a_full_disk_fails_uploads_and_new_credentials_cleanly_then_recovers() {
     );
     assert!(leftovers(&svc).is_empty(), "{:?}", leftovers(&svc));
     assert!(
-        get(&svc, &format!("{dir}/small.jpg")).await.as_deref() == Some(small.as_slice()),
+        svc.read_object(&format!("{dir}/small.jpg"))
+            .await
+            .as_deref()
+            == Some(small.as_slice()),
         "what was stored is intact"
     );
 
@@ -241,7 +231,10 @@ async fn a_full_disk_fails_uploads_and_new_credentials_cleanly_then_recovers() {
     let (status, _) = svc.get("/healthz").await;
     assert_eq!(status, 200, "the service lives on");
     assert!(
-        get(&svc, &format!("{dir}/small.jpg")).await.as_deref() == Some(small.as_slice()),
+        svc.read_object(&format!("{dir}/small.jpg"))
+            .await
+            .as_deref()
+            == Some(small.as_slice()),
         "still readable on a full disk"
     );
 
@@ -312,7 +305,10 @@ async fn a_read_only_data_dir_fails_writes_cleanly_and_refuses_to_start() {
     let (status, again) = svc.sts("ws-ro", Some(&svc.token("ws-ro"))).await;
     assert_eq!(status, 200, "{again}");
     assert!(
-        get(&svc, &format!("{dir}/before.jpg")).await.as_deref() == Some(&b"stored before"[..]),
+        svc.read_object(&format!("{dir}/before.jpg"))
+            .await
+            .as_deref()
+            == Some(&b"stored before"[..]),
         "objects stay readable"
     );
     assert_eq!(

@@ -89,12 +89,7 @@ async fn per_request_server(issuer: Arc<AwsSts>, bucket: &str) -> SocketAddr {
         "/storage/api/v1/workspaces/{workspace}/sts",
         axum::routing::post(handler),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    addr
+    crate::http::serve(app).await
 }
 
 pub async fn run(scale: &Scale) -> Vec<String> {

@@ -88,6 +88,11 @@ pub async fn bare(body: Bytes) -> SocketAddr {
             async move { ([("content-type", "application/json")], body) }
         }),
     );
+    serve(app).await
+}
+
+/// Serves `app` on a free loopback port in the background; returns the address.
+pub async fn serve(app: axum::Router) -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");

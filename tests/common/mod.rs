@@ -197,6 +197,20 @@ impl TestService {
         )
     }
 
+    /// An object of the embedded store's `media` bucket as the administrator reads it (devices
+    /// may only write); `None` when it cannot be read.
+    pub async fn read_object(&self, key: &str) -> Option<Vec<u8>> {
+        let out = self
+            .admin_s3()
+            .get_object()
+            .bucket("media")
+            .key(key)
+            .send()
+            .await
+            .ok()?;
+        Some(out.body.collect().await.ok()?.into_bytes().to_vec())
+    }
+
     /// Stops the service and hands back its data dir, for a restart.
     pub async fn stop(self) -> TempDir {
         self.service.stop().await;
