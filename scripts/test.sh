@@ -26,8 +26,8 @@ wait_port() {
 have_mosquitto() {
   command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ]
 }
-if ! have_mosquitto; then
-  echo "== installing mosquitto (Debian package)"
+if ! have_mosquitto || ! command -v mosquitto_pub >/dev/null 2>&1; then
+  echo "== installing mosquitto and its clients (Debian packages)"
   apt_install mosquitto mosquitto-clients
 fi
 

@@ -90,6 +90,8 @@ pub struct Service {
     pub store: Option<crate::embedded::store::Started>,
     shutdown: CancellationToken,
     tasks: JoinSet<()>,
+    /// Stopped last, once the MQTT session has said goodbye.
+    embedded_mqtt: Option<crate::embedded::broker::Broker>,
 }
 
 // === impl Service ===
@@ -134,24 +136,26 @@ impl Service {
         let gateway = Gateway::new(&config, opened.issuer).map_err(Error::Gateway)?;
         gateway.probe_registry().await.map_err(Error::Registry)?;
         let gateway = Arc::new(gateway.with_audit(audit));
-        let (broker, embedded_broker) = match &config.mqtt.url {
-            Some(url) => (BrokerAddr::parse(url).map_err(Error::BrokerUrl)?, false),
+        let (broker, embedded_mqtt) = match &config.mqtt.url {
+            Some(url) => (BrokerAddr::parse(url).map_err(Error::BrokerUrl)?, None),
             None => {
-                let addr = crate::embedded::broker::start(
+                let started = crate::embedded::broker::start(
                     config.mqtt.embedded_listen,
                     config.mqtt.max_payload,
                 )
                 .await?;
+                let addr = started.addr();
                 (
                     BrokerAddr {
                         host: addr.ip().to_string(),
                         port: addr.port(),
                         tls: false,
                     },
-                    true,
+                    Some(started),
                 )
             }
         };
+        let embedded_broker = embedded_mqtt.is_some();
         let readiness = Readiness::default();
 
         let state = AppState {
@@ -202,6 +206,7 @@ impl Service {
             store,
             shutdown,
             tasks,
+            embedded_mqtt,
         })
     }
 
@@ -231,6 +236,9 @@ impl Service {
         if joined.is_err() {
             tracing::warn!("shutdown grace period over; abandoning remaining tasks");
             self.tasks.abort_all();
+        }
+        if let Some(broker) = self.embedded_mqtt.take() {
+            broker.stop();
         }
     }
 }

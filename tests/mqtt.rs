@@ -360,3 +360,82 @@ async fn a_dock_asking_past_the_brokers_retention_gets_every_answer() {
     assert_eq!(seen.len(), 200);
     dock.assert_silence("nothing more").await;
 }
+
+/// Mosquitto's own command-line clients (another MQTT implementation than the service's) as a
+/// dock on the embedded broker; an MQTT 5 client is refused with "unacceptable protocol version"
+/// rather than left hanging.
+#[tokio::test]
+async fn mosquitto_clients_as_a_dock_on_the_embedded_broker() {
+    let svc = TestService::start().await;
+    let broker = &svc.service.broker;
+    let port = broker.port.to_string();
+    let args = |extra: &[&str]| {
+        let mut args = vec![
+            "-h",
+            broker.host.as_str(),
+            "-p",
+            port.as_str(),
+            "-V",
+            "mqttv311",
+        ];
+        args.extend_from_slice(extra);
+        args.into_iter().map(str::to_owned).collect::<Vec<_>>()
+    };
+    let sub = tokio::process::Command::new("mosquitto_sub")
+        .args(args(&[
+            "-t",
+            "thing/product/MOSQDOCK01/requests_reply",
+            "-q",
+            "1",
+            "-C",
+            "1",
+            "-W",
+            "20",
+        ]))
+        .kill_on_drop(true)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("mosquitto_sub (mosquitto-clients) is installed");
+    let reply = tokio::spawn(sub.wait_with_output());
+    // Until the subscriber is in place, a request's answer goes nowhere: ask until one arrives.
+    let mut asked = 0;
+    while !reply.is_finished() && asked < 60 {
+        let status = tokio::process::Command::new("mosquitto_pub")
+            .args(args(&[
+                "-t",
+                "thing/product/MOSQDOCK01/requests",
+                "-q",
+                "1",
+                "-m",
+                &storage_config_get(&format!("mosq-{asked}"), "\"1700000000000\""),
+            ]))
+            .status()
+            .await
+            .expect("mosquitto_pub");
+        assert!(status.success());
+        asked += 1;
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    }
+    let output = reply.await.expect("joined").expect("mosquitto_sub ran");
+    assert!(output.status.success(), "{output:?}");
+    let reply: Value = serde_json::from_slice(&output.stdout).expect("one JSON reply");
+    let tid = reply["tid"].as_str().expect("tid").to_owned();
+    assert_success(&reply, &tid);
+
+    let v5 = tokio::process::Command::new("mosquitto_pub")
+        .args([
+            "-h",
+            broker.host.as_str(),
+            "-p",
+            port.as_str(),
+            "-V",
+            "mqttv5",
+        ])
+        .args(["-t", "x", "-m", "y"])
+        .output()
+        .await
+        .expect("mosquitto_pub");
+    assert!(!v5.status.success());
+    let said = String::from_utf8_lossy(&v5.stderr).to_lowercase();
+    assert!(said.contains("protocol version"), "{said}");
+}

@@ -294,12 +294,13 @@ pub async fn run(scale: &Scale) -> Vec<String> {
             .await
             .expect("embedded broker");
     compare(
-        embedded.port(),
-        "the embedded broker (rumqttd)",
+        embedded.addr().port(),
+        "the embedded broker",
         scale,
         &mut lines,
     )
     .await;
+    embedded.stop();
     match Mosquitto::start() {
         Some(m) => compare(m.port, "Mosquitto", scale, &mut lines).await,
         None => lines.push("MQTT via Mosquitto: skipped (mosquitto is not installed)".to_owned()),

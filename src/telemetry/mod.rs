@@ -10,9 +10,9 @@ use tracing_subscriber::EnvFilter;
 
 use crate::config::{LogConfig, LogFormat};
 
-/// Crates whose chatter is held back unless asked for: rumqttd logs every accepted connection at
-/// info and every ordinary disconnect at error; the service's own session logs say what matters.
-const QUIET: &str = "rumqttd=off,rumqttc=warn";
+/// Crates whose chatter is held back unless asked for; the service's own session logs say what
+/// matters.
+const QUIET: &str = "rumqttc=warn";
 
 /// Installs the global subscriber. `RUST_LOG` overrides `log.filter`. Safe to call twice.
 pub fn init_logging(config: &LogConfig) {

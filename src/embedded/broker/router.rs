@@ -1,0 +1,380 @@
+//! Who is connected, who subscribed to what, and where a published message goes.
+//!
+//! State is bounded by what is live: a clean session is forgotten when its connection closes
+//! (with its subscriptions); a persistent one keeps its subscriptions and at most
+//! [`Limits::offline_queue`] QoS 1 messages while offline, and is forgotten after
+//! [`Limits::session_expiry`]. Nothing is kept per topic except retained messages, at most
+//! [`Limits::max_retained`]. Every method runs under one lock and never waits.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rumqttc::{Publish, QoS};
+use tokio::sync::mpsc;
+use tokio::sync::mpsc::error::TrySendError;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::topic;
+
+/// The broker's bounds.
+#[derive(Debug, Clone)]
+pub(crate) struct Limits {
+    /// Largest packet accepted, in bytes.
+    pub max_packet: usize,
+    /// Connections served at once; more are closed on accept.
+    pub max_connections: usize,
+    /// Messages waiting to be written to one connection; beyond it new ones are dropped.
+    pub queue: usize,
+    /// QoS 1 messages sent to one connection and not yet acknowledged.
+    pub inflight: usize,
+    /// QoS 1 messages kept for a persistent session while it is offline.
+    pub offline_queue: usize,
+    /// How long a persistent session is kept while offline.
+    pub session_expiry: Duration,
+    /// Topics with a retained message.
+    pub max_retained: usize,
+    /// How long a new connection has to send CONNECT.
+    pub connect_timeout: Duration,
+}
+
+/// The sending half of a live connection.
+#[derive(Debug)]
+pub(super) struct Link {
+    id: u64,
+    tx: mpsc::Sender<Publish>,
+    kick: CancellationToken,
+}
+
+#[derive(Debug)]
+struct Session {
+    filters: HashMap<String, QoS>,
+    link: Option<Link>,
+    persistent: bool,
+    queued: VecDeque<Publish>,
+    offline_since: Option<Instant>,
+}
+
+/// Subscribers of one filter: client id → granted QoS.
+type Subscribers = HashMap<Arc<str>, QoS>;
+
+/// Counts, for tests and logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Stats {
+    /// Sessions, online or not.
+    pub sessions: usize,
+    /// Sessions with a live connection.
+    pub connected: usize,
+    /// Distinct subscription filters.
+    pub filters: usize,
+    /// Retained messages.
+    pub retained: usize,
+    /// Messages queued for offline sessions.
+    pub queued: usize,
+    /// Messages dropped because a queue was full.
+    pub dropped: u64,
+}
+
+/// The routing table.
+#[derive(Debug)]
+pub(super) struct Router {
+    limits: Limits,
+    sessions: HashMap<Arc<str>, Session>,
+    exact: HashMap<String, Subscribers>,
+    wild: HashMap<String, Subscribers>,
+    retained: HashMap<String, Publish>,
+    next_link: u64,
+    dropped: u64,
+}
+
+impl Router {
+    pub(super) fn new(limits: Limits) -> Self {
+        Self {
+            limits,
+            sessions: HashMap::new(),
+            exact: HashMap::new(),
+            wild: HashMap::new(),
+            retained: HashMap::new(),
+            next_link: 0,
+            dropped: 0,
+        }
+    }
+
+    pub(super) fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Attaches a new connection to `client_id`'s session, closing the connection that held it.
+    /// Returns the link id and whether an earlier session was resumed; messages kept for it are
+    /// queued to `tx`.
+    pub(super) fn attach(
+        &mut self,
+        client_id: &Arc<str>,
+        clean: bool,
+        tx: mpsc::Sender<Publish>,
+        kick: CancellationToken,
+    ) -> (u64, bool) {
+        self.next_link += 1;
+        let id = self.next_link;
+        if let Some(old) = self.sessions.get_mut(client_id).and_then(|s| s.link.take()) {
+            old.kick.cancel();
+        }
+        if clean {
+            self.forget(client_id);
+        }
+        let link = Link { id, tx, kick };
+        let resumed = match self.sessions.get_mut(client_id) {
+            Some(session) => {
+                session.offline_since = None;
+                session.persistent = !clean;
+                while let Some(publish) = session.queued.pop_front() {
+                    if link.tx.try_send(publish).is_err() {
+                        self.dropped += 1;
+                    }
+                }
+                session.link = Some(link);
+                true
+            }
+            None => {
+                self.sessions.insert(
+                    client_id.clone(),
+                    Session {
+                        filters: HashMap::new(),
+                        link: Some(link),
+                        persistent: !clean,
+                        queued: VecDeque::new(),
+                        offline_since: None,
+                    },
+                );
+                false
+            }
+        };
+        (id, resumed)
+    }
+
+    /// The connection `link` of `client_id` closed; `unacked` are QoS 1 messages it had not
+    /// acknowledged (or not yet been sent).
+    pub(super) fn detach(&mut self, client_id: &Arc<str>, link: u64, unacked: Vec<Publish>) {
+        let Some(session) = self.sessions.get_mut(client_id) else {
+            return;
+        };
+        match &session.link {
+            Some(current) if current.id == link => {
+                if !session.persistent {
+                    self.forget(client_id);
+                    return;
+                }
+                session.link = None;
+                session.offline_since = Some(Instant::now());
+                for publish in unacked.into_iter().rev() {
+                    session.queued.push_front(publish);
+                }
+                while session.queued.len() > self.limits.offline_queue {
+                    session.queued.pop_front();
+                    self.dropped += 1;
+                }
+            }
+            // Taken over: what this connection did not deliver goes to the one that took over.
+            Some(current) if session.persistent => {
+                for publish in unacked {
+                    if current.tx.try_send(publish).is_err() {
+                        self.dropped += 1;
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Subscribes; returns the granted QoS and the retained messages the filter matches.
+    pub(super) fn subscribe(
+        &mut self,
+        client_id: &Arc<str>,
+        filter: &str,
+        qos: QoS,
+    ) -> (QoS, Vec<Publish>) {
+        let granted = cap(qos);
+        let Some(session) = self.sessions.get_mut(client_id) else {
+            return (granted, Vec::new());
+        };
+        session.filters.insert(filter.to_owned(), granted);
+        let table = if topic::has_wildcards(filter) {
+            &mut self.wild
+        } else {
+            &mut self.exact
+        };
+        table
+            .entry(filter.to_owned())
+            .or_default()
+            .insert(client_id.clone(), granted);
+        let retained = self
+            .retained
+            .values()
+            .filter(|p| topic::matches(&p.topic, filter))
+            .map(|p| {
+                let mut copy = p.clone();
+                copy.qos = min(p.qos, granted);
+                copy.retain = true;
+                copy
+            })
+            .collect();
+        (granted, retained)
+    }
+
+    pub(super) fn unsubscribe(&mut self, client_id: &Arc<str>, filter: &str) {
+        if let Some(session) = self.sessions.get_mut(client_id) {
+            session.filters.remove(filter);
+            remove_subscriber(&mut self.exact, &mut self.wild, filter, client_id);
+        }
+    }
+
+    /// Routes a message to every matching subscription (once per client, at the highest QoS
+    /// granted), and keeps or clears it as the retained message of its topic.
+    pub(super) fn publish(&mut self, publish: Publish) {
+        if publish.retain {
+            self.retain(&publish);
+        }
+        let mut targets: Vec<(Arc<str>, QoS)> = Vec::new();
+        let mut add = |subscribers: &Subscribers| {
+            for (client, qos) in subscribers {
+                match targets.iter_mut().find(|(c, _)| c == client) {
+                    Some((_, q)) => *q = max(*q, *qos),
+                    None => targets.push((client.clone(), *qos)),
+                }
+            }
+        };
+        if let Some(subscribers) = self.exact.get(&publish.topic) {
+            add(subscribers);
+        }
+        for (filter, subscribers) in &self.wild {
+            if topic::matches(&publish.topic, filter) {
+                add(subscribers);
+            }
+        }
+        for (client, granted) in targets {
+            let Some(session) = self.sessions.get_mut(&client) else {
+                continue;
+            };
+            let mut copy = publish.clone();
+            copy.qos = min(publish.qos, granted);
+            copy.retain = false;
+            copy.dup = false;
+            copy.pkid = 0;
+            match &session.link {
+                Some(link) => match link.tx.try_send(copy) {
+                    Ok(()) => {}
+                    Err(TrySendError::Full(_)) => {
+                        self.dropped += 1;
+                        if self.dropped.is_power_of_two() {
+                            tracing::warn!(
+                                client = %client,
+                                dropped = self.dropped,
+                                "embedded MQTT broker: a client reads too slowly; messages dropped"
+                            );
+                        }
+                    }
+                    // Closing: its connection task detaches it shortly.
+                    Err(TrySendError::Closed(_)) => {}
+                },
+                None if copy.qos == QoS::AtLeastOnce => {
+                    session.queued.push_back(copy);
+                    if session.queued.len() > self.limits.offline_queue {
+                        session.queued.pop_front();
+                        self.dropped += 1;
+                    }
+                }
+                None => {}
+            }
+        }
+    }
+
+    /// Forgets persistent sessions offline for longer than the expiry.
+    pub(super) fn expire(&mut self, now: Instant) {
+        let expiry = self.limits.session_expiry;
+        let expired: Vec<Arc<str>> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| {
+                s.offline_since
+                    .is_some_and(|t| now.duration_since(t) >= expiry)
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in expired {
+            self.forget(&id);
+        }
+    }
+
+    pub(super) fn stats(&self) -> Stats {
+        Stats {
+            sessions: self.sessions.len(),
+            connected: self.sessions.values().filter(|s| s.link.is_some()).count(),
+            filters: self.exact.len() + self.wild.len(),
+            retained: self.retained.len(),
+            queued: self.sessions.values().map(|s| s.queued.len()).sum(),
+            dropped: self.dropped,
+        }
+    }
+
+    fn retain(&mut self, publish: &Publish) {
+        if publish.payload.is_empty() {
+            self.retained.remove(&publish.topic);
+        } else if self.retained.len() < self.limits.max_retained
+            || self.retained.contains_key(&publish.topic)
+        {
+            let mut kept = publish.clone();
+            kept.pkid = 0;
+            kept.dup = false;
+            self.retained.insert(publish.topic.clone(), kept);
+        } else {
+            self.dropped += 1;
+            tracing::warn!(
+                topic = %publish.topic,
+                max = self.limits.max_retained,
+                "embedded MQTT broker: retained-message limit reached; not retained"
+            );
+        }
+    }
+
+    /// Drops a session and its subscriptions.
+    fn forget(&mut self, client_id: &Arc<str>) {
+        if let Some(session) = self.sessions.remove(client_id) {
+            for filter in session.filters.keys() {
+                remove_subscriber(&mut self.exact, &mut self.wild, filter, client_id);
+            }
+        }
+    }
+}
+
+fn remove_subscriber(
+    exact: &mut HashMap<String, Subscribers>,
+    wild: &mut HashMap<String, Subscribers>,
+    filter: &str,
+    client_id: &Arc<str>,
+) {
+    let table = if topic::has_wildcards(filter) {
+        wild
+    } else {
+        exact
+    };
+    if let Some(subscribers) = table.get_mut(filter) {
+        subscribers.remove(client_id);
+        if subscribers.is_empty() {
+            table.remove(filter);
+        }
+    }
+}
+
+/// QoS 2 is granted as QoS 1 (allowed by the specification; the service needs no more).
+fn cap(qos: QoS) -> QoS {
+    min(qos, QoS::AtLeastOnce)
+}
+
+fn min(a: QoS, b: QoS) -> QoS {
+    if (a as u8) <= (b as u8) { a } else { b }
+}
+
+fn max(a: QoS, b: QoS) -> QoS {
+    if (a as u8) >= (b as u8) { a } else { b }
+}
