@@ -260,15 +260,35 @@ async fn compare(port: u16, broker: &str, scale: &Scale, lines: &mut Vec<String>
     probe.round_trip(0).await;
     let reply = probe.last.take().expect("a reply");
     drop(probe);
-    let (mut ours_latency, mut ours_sustained) = measure(port, scale, "S").await;
-    service.stop().await;
+    // Alternating rounds (both answer the same filter, so one at a time), so that drift in the
+    // machine's load hits both alike.
+    let (mut ours_latency, mut ours_sustained) = (Samples::default(), Samples::default());
+    let (mut bare_latency, mut bare_sustained) = (Samples::default(), Samples::default());
+    let mut service = Some(service);
+    for round in 0..scale.rounds {
+        let running = match service.take() {
+            Some(s) => s,
+            None => {
+                crate::start(&[("STSGATE_MQTT__URL", &format!("mqtt://127.0.0.1:{port}"))]).await
+            }
+        };
+        let (latency, sustained) = measure(port, scale, &format!("S{round}")).await;
+        ours_latency.append(latency);
+        ours_sustained.append(sustained);
+        running.stop().await;
 
-    let responder = bare(port, reply.clone()).await;
-    let (mut bare_latency, mut bare_sustained) = measure(port, scale, "B").await;
-    let _ = responder.disconnect().await;
+        let responder = bare(port, reply.clone()).await;
+        let (latency, sustained) = measure(port, scale, &format!("B{round}")).await;
+        bare_latency.append(latency);
+        bare_sustained.append(sustained);
+        let _ = responder.disconnect().await;
+        // Its session gone before the next round's subscriber arrives.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 
     lines.push(format!(
-        "MQTT round trip via {broker} (up to {} sequential requests from one dock, at most {:?}; then {} docks for {:?}; reply {} bytes)",
+        "MQTT round trip via {broker} ({} alternating rounds of: up to {} sequential requests from one dock, at most {:?}; then {} docks for {:?}; reply {} bytes)",
+        scale.rounds,
         scale.mqtt_round_trips,
         scale.duration * 2,
         scale.docks,
