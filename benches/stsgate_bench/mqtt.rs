@@ -255,7 +255,11 @@ impl Drop for Mosquitto {
 
 async fn compare(port: u16, broker: &str, scale: &Scale, lines: &mut Vec<String>) {
     // stsgate first, to learn the exact reply the bare responder will send.
-    let service = crate::start(&[("STSGATE_MQTT__URL", &format!("mqtt://127.0.0.1:{port}"))]).await;
+    let service = Box::pin(crate::start(&[(
+        "STSGATE_MQTT__URL",
+        &format!("mqtt://127.0.0.1:{port}"),
+    )]))
+    .await;
     let mut probe = Dock::connect(port, "PROBE0001").await;
     probe.round_trip(0).await;
     let reply = probe.last.take().expect("a reply");
@@ -269,7 +273,11 @@ async fn compare(port: u16, broker: &str, scale: &Scale, lines: &mut Vec<String>
         let running = match service.take() {
             Some(s) => s,
             None => {
-                crate::start(&[("STSGATE_MQTT__URL", &format!("mqtt://127.0.0.1:{port}"))]).await
+                Box::pin(crate::start(&[(
+                    "STSGATE_MQTT__URL",
+                    &format!("mqtt://127.0.0.1:{port}"),
+                )]))
+                .await
             }
         };
         let (latency, sustained) = measure(port, scale, &format!("S{round}")).await;

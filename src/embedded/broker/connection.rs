@@ -415,6 +415,44 @@ async fn sleep_until(deadline: Option<Instant>) {
     }
 }
 
+/// Feeds `input` to a connected session as if its client had sent it, against a router where
+/// another client subscribes to everything; then checks that what the broker wrote back (to the
+/// sender and to the subscriber) decodes as complete, valid packets. For the fuzzer.
+pub(super) fn feed(input: &[u8]) {
+    let router = Arc::new(Mutex::new(Router::new(super::limits(4096))));
+    let (watcher, sender): (Arc<str>, Arc<str>) = (Arc::from("watcher"), Arc::from("sender"));
+    let (watcher_tx, mut watcher_rx) = mpsc::channel(64);
+    let (sender_tx, _sender_rx) = mpsc::channel(64);
+    {
+        let mut router = lock(&router);
+        router.attach(&watcher, true, watcher_tx, CancellationToken::new());
+        router.subscribe(&watcher, "#", QoS::AtLeastOnce);
+        router.attach(&sender, true, sender_tx, CancellationToken::new());
+    }
+    let _ = first_packet(input, 4096);
+    let mut session = Session {
+        client_id: sender,
+        router,
+        max_packet: 4096,
+        out: BytesMut::new(),
+        inflight: VecDeque::new(),
+        next_pkid: 0,
+        received_qos2: HashSet::new(),
+    };
+    let mut buf = BytesMut::from(input);
+    let _ = session.read_all(&mut buf);
+    while let Ok(publish) = watcher_rx.try_recv() {
+        assert!(topic::valid_name(&publish.topic), "{:?}", publish.topic);
+        session.deliver(publish);
+    }
+    let mut out = session.out;
+    while !out.is_empty() {
+        if let Err(e) = Packet::read(&mut out, usize::MAX) {
+            panic!("the broker wrote an undecodable packet: {e}");
+        }
+    }
+}
+
 /// The router's lock; a panic while holding it leaves consistent state (every method is a
 /// handful of map operations), so a poisoned lock is used as is.
 pub(super) fn lock(router: &Mutex<Router>) -> std::sync::MutexGuard<'_, Router> {

@@ -176,6 +176,13 @@ async fn accept(
     }
 }
 
+/// For the fuzzer (`fuzz/fuzz_targets/broker_session.rs`): `input` as the packets of a connected
+/// client. Panics only on a bug.
+#[doc(hidden)]
+pub fn fuzz_session(input: &[u8]) {
+    connection::feed(input);
+}
+
 /// One open connection in the count, for as long as it lives (a panic included).
 struct Counted(Arc<AtomicUsize>);
 

@@ -547,3 +547,20 @@ async fn connections_beyond_the_limit_are_closed_and_counted_back_when_they_end(
     tokio::time::sleep(Duration::from_millis(50)).await;
     let (_third, _) = Client::connect(&broker, "three", true).await;
 }
+
+#[test]
+fn the_fuzz_entry_handles_a_real_session_and_garbage() {
+    let mut input = bytes(&Packet::Subscribe(rumqttc::Subscribe::new(
+        "a/#",
+        QoS::AtLeastOnce,
+    )));
+    let mut retained = Publish::new("a/b", QoS::ExactlyOnce, "x");
+    retained.retain = true;
+    retained.pkid = 7;
+    input.extend(bytes(&Packet::Publish(retained)));
+    input.extend(bytes(&Packet::PubRel(rumqttc::PubRel::new(7))));
+    input.extend(bytes(&Packet::PingReq));
+    fuzz_session(&input);
+    fuzz_session(b"\x30\xff\xff\xff\x7f garbage");
+    fuzz_session(&[]);
+}
