@@ -25,6 +25,15 @@ pub struct Dock {
     sn: String,
     replies: mpsc::UnboundedReceiver<Vec<u8>>,
     last: Option<Vec<u8>>,
+    /// Drives the connection; aborted on drop, which closes it (rumqttc's event loop holds a
+    /// sender of its own request queue, so it would otherwise run, and ping, for ever).
+    connection: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Dock {
+    fn drop(&mut self) {
+        self.connection.abort();
+    }
 }
 
 impl Dock {
@@ -43,7 +52,7 @@ impl Dock {
             .expect("subscribe");
         let (tx, replies) = mpsc::unbounded_channel();
         let (ready_tx, ready) = tokio::sync::oneshot::channel();
-        tokio::spawn(async move {
+        let connection = tokio::spawn(async move {
             let mut ready_tx = Some(ready_tx);
             loop {
                 match eventloop.poll().await {
@@ -68,6 +77,7 @@ impl Dock {
             sn: sn.to_owned(),
             replies,
             last: None,
+            connection,
         }
     }
 
