@@ -5,7 +5,7 @@
 //! granted as 1), `+`/`#` filters, retained messages, wills, persistent sessions, keep alive,
 //! session take-over — with its state bounded by what is live: a clean session and its
 //! subscriptions are forgotten when its connection closes, a persistent one after
-//! [`SESSION_EXPIRY`] offline, and every queue has a bound (see [`router::Limits`]). Sockets run
+//! [`SESSION_EXPIRY`] offline, and every queue has a bound (see `Limits`). Sockets run
 //! with TCP_NODELAY, so a reply does not wait for a delayed ACK.
 //!
 //! It has no topic ACLs and no authentication: any client can subscribe to another gateway's
