@@ -6,20 +6,14 @@
 mod common;
 
 use std::net::TcpListener;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
+use common::mosquitto::Mosquitto;
 use common::{Dock, Link, Options, storage_config_get};
 use stsgate::mqtt::BrokerAddr;
 
-/// A Mosquitto process of this test's own.
-struct Mosquitto {
-    child: Child,
-    port: u16,
-    _dir: tempfile::TempDir,
-}
-
+/// The external brokers of these tests: anonymous unless a test configures otherwise.
 impl Mosquitto {
     /// A broker on a free port.
     fn start() -> Self {
@@ -32,70 +26,11 @@ impl Mosquitto {
 
     /// A broker on `port`; `None` if it does not listen there within 5 s.
     fn start_on(port: u16) -> Option<Self> {
-        Self::start_with(port, "allow_anonymous true\n", None)
-    }
-
-    /// A broker on `port` with `auth` lines in its configuration (`{dir}` stands for the
-    /// broker's directory), and `setup` run on that directory first (to write password and ACL
-    /// files).
-    fn start_with(port: u16, auth: &str, setup: Option<&dyn Fn(&std::path::Path)>) -> Option<Self> {
-        let binary = [
-            "/usr/sbin/mosquitto",
-            "/usr/local/sbin/mosquitto",
-            "/usr/bin/mosquitto",
-        ]
-        .into_iter()
-        .map(PathBuf::from)
-        .find(|p| p.exists())
-        .expect("mosquitto is installed (scripts/test.sh installs it)");
-        let dir = tempfile::tempdir().expect("dir");
-        let conf = dir.path().join("mosquitto.conf");
-        if let Some(setup) = setup {
-            setup(dir.path());
-        }
-        // `{dir}` in `auth` is the broker's directory (Mosquitto resolves relative paths from its
-        // working directory, not from the configuration file).
-        let auth = auth.replace("{dir}", &dir.path().display().to_string());
-        let text = format!(
-            "per_listener_settings false
-persistence false
-log_dest stderr
-user root
-\
-             listener {port} 127.0.0.1
-{auth}"
+        assert!(
+            Self::binary().is_some(),
+            "mosquitto is installed (scripts/test.sh installs it)"
         );
-        std::fs::write(&conf, text).expect("config");
-        let mut child = Command::new(binary)
-            .arg("-c")
-            .arg(&conf)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("mosquitto starts");
-        for _ in 0..200 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return Some(Self {
-                    child,
-                    port,
-                    _dir: dir,
-                });
-            }
-            if let Ok(Some(_)) = child.try_wait() {
-                return None; // exited: the port is not free yet
-            }
-            std::thread::sleep(Duration::from_millis(25));
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-        None
-    }
-}
-
-impl Drop for Mosquitto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        Self::start_with(port, "allow_anonymous true\n", None)
     }
 }
 

@@ -3,7 +3,6 @@
 //! library that answers every request with the same reply bytes without looking at them. Run on
 //! the embedded broker and, when it is installed, on Mosquitto.
 
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
@@ -185,14 +184,11 @@ async fn measure(port: u16, scale: &Scale, tag: &str) -> (Samples, Samples) {
     (latency, sustained)
 }
 
-/// A Mosquitto of our own on a free port, if Mosquitto is installed.
-pub struct Mosquitto {
-    child: Child,
-    pub port: u16,
-    _dir: tempfile::TempDir,
-}
+pub use crate::mosquitto::Mosquitto;
 
+/// The bench's brokers: no limits on in-flight or queued messages, `TCP_NODELAY` on.
 impl Mosquitto {
+    /// On a free port, if Mosquitto is installed.
     pub fn start() -> Option<Self> {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .ok()?
@@ -204,62 +200,15 @@ impl Mosquitto {
 
     /// On `port` (retried while the port is still held by a killed predecessor).
     pub fn start_on(port: u16) -> Option<Self> {
+        Self::binary()?;
+        let config = "allow_anonymous true\nmax_inflight_messages 0\nmax_queued_messages 0\nset_tcp_nodelay true\n";
         for _ in 0..100 {
-            if let Some(m) = Self::try_start_on(port) {
+            if let Some(m) = Self::start_with(port, config, None) {
                 return Some(m);
             }
             std::thread::sleep(Duration::from_millis(50));
         }
         None
-    }
-
-    fn try_start_on(port: u16) -> Option<Self> {
-        let binary = [
-            "/usr/sbin/mosquitto",
-            "/usr/local/sbin/mosquitto",
-            "/usr/bin/mosquitto",
-        ]
-        .into_iter()
-        .find(|p| std::path::Path::new(p).exists())?;
-        let dir = tempfile::tempdir().ok()?;
-        let conf = dir.path().join("mosquitto.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "per_listener_settings false\npersistence false\nuser root\nlistener {port} 127.0.0.1\nallow_anonymous true\nmax_inflight_messages 0\nmax_queued_messages 0\nset_tcp_nodelay true\n"
-            ),
-        )
-        .ok()?;
-        let mut child = Command::new(binary)
-            .arg("-c")
-            .arg(&conf)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .ok()?;
-        for _ in 0..200 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return Some(Self {
-                    child,
-                    port,
-                    _dir: dir,
-                });
-            }
-            if let Ok(Some(_)) = child.try_wait() {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(25));
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-        None
-    }
-}
-
-impl Drop for Mosquitto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

@@ -4,6 +4,8 @@
 
 #![allow(dead_code, clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
+pub mod mosquitto;
+
 use std::io::Write;
 use std::time::Duration;
 
