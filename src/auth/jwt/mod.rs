@@ -2,6 +2,7 @@
 //! header names another algorithm is refused (no algorithm confusion).
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use jsonwebtoken::errors::ErrorKind;
@@ -66,8 +67,12 @@ pub struct Verifier {
     validation: Validation,
     /// Tokens verified recently: Pilot 2 sends the same token with every request, and checking
     /// its signature and claims again is most of what a cache hit costs (see BENCHMARKS.md).
-    verified: std::sync::Mutex<HashMap<Box<str>, (Claims, tokio::time::Instant)>>,
+    /// Shared, so that a hit copies no string.
+    verified: std::sync::Mutex<HashMap<Box<str>, Remembered>>,
 }
+
+/// A verified token's claims and when they were verified.
+type Remembered = (Arc<Claims>, tokio::time::Instant);
 
 /// How long a verified token is taken on trust before its signature is checked again (so that a
 /// key removed from the JWKS or a rotated secret stops its tokens within this time).
@@ -124,7 +129,7 @@ impl Verifier {
     }
 
     /// Verifies a token and returns its claims.
-    pub async fn verify(&self, token: &str) -> Result<Claims, Error> {
+    pub async fn verify(&self, token: &str) -> Result<Arc<Claims>, Error> {
         let token = token.trim();
         if token.is_empty() {
             return Err(Error::Missing);
@@ -132,7 +137,7 @@ impl Verifier {
         if let Some(claims) = self.recently_verified(token)? {
             return Ok(claims);
         }
-        let claims = self.verify_now(token).await?;
+        let claims = Arc::new(self.verify_now(token).await?);
         let mut verified = self
             .verified
             .lock()
@@ -146,7 +151,7 @@ impl Verifier {
 
     /// The claims of `token` if it was verified less than [`VERIFIED_FOR`] ago; its expiry is
     /// checked again on every use.
-    fn recently_verified(&self, token: &str) -> Result<Option<Claims>, Error> {
+    fn recently_verified(&self, token: &str) -> Result<Option<Arc<Claims>>, Error> {
         let mut verified = self
             .verified
             .lock()
@@ -165,7 +170,7 @@ impl Verifier {
             verified.remove(token);
             return Err(Error::Expired);
         }
-        Ok(Some(claims.clone()))
+        Ok(Some(Arc::clone(claims)))
     }
 
     /// Checks signature and claims.
