@@ -78,9 +78,9 @@ where
         };
         let span = tracing::info_span!(
             "http",
-            request_id = id.to_str().unwrap_or("-"),
+            request_id = %id.to_str().unwrap_or("-"),
             method = %request.method(),
-            path = request.uri().path(),
+            path = %request.uri().path(),
         );
         let started = tracing::enabled!(tracing::Level::DEBUG).then(Instant::now);
         let inner = span.in_scope(|| self.inner.call(request));
