@@ -42,7 +42,9 @@ async fn malformed_mqtt_payloads_each_get_their_defined_answer() {
         ("a JSON string", r#""storage_config_get""#.into(), Mqtt::Dropped("not_json")),
         ("truncated JSON", r#"{"tid":"x","method":"storage_con"#.into(), Mqtt::Dropped("not_json")),
         ("NUL bytes", "{\"tid\":\"a\0b\"\0}".into(), Mqtt::Dropped("not_json")),
-        ("nested 5000 deep", format!(r#"{{"tid":"deep","data":{deep}}}"#), Mqtt::Dropped("not_json")),
+        ("nested 5000 deep, another method", format!(r#"{{"tid":"deep","data":{deep}}}"#), Mqtt::Ignored),
+        ("nested 5000 deep inside data", request("deep", &format!(r#","data":{{"module":0,"x":{deep}}}"#)), Mqtt::Reply(10400)),
+        ("nested 5000 deep before the tid", format!(r#"{{"x":{deep},"tid":"deep2","bid":"b","method":"storage_config_get","data":{{"module":0}}}}"#), Mqtt::Reply(0)),
         ("empty object", "{}".into(), Mqtt::Ignored),
         ("another method", r#"{"tid":"o","bid":"b","method":"flighttask_prepare","data":{}}"#.into(), Mqtt::Ignored),
         ("method of the wrong type", r#"{"tid":"m","bid":"b","method":7,"data":{"module":0}}"#.into(), Mqtt::Ignored),
@@ -57,7 +59,9 @@ async fn malformed_mqtt_payloads_each_get_their_defined_answer() {
         ("no module", request("nomod", r#","data":{}"#), Mqtt::Reply(10400)),
         ("module of the wrong type", request("modt", r#","data":{"module":[0]}"#), Mqtt::Reply(10400)),
         ("module a float", request("modf", r#","data":{"module":0.5}"#), Mqtt::Reply(10400)),
-        ("module out of range", request("modr", r#","data":{"module":1e400}"#), Mqtt::Dropped("not_json")),
+        ("module out of range", request("modr", r#","data":{"module":1e400}"#), Mqtt::Reply(10400)),
+        ("timestamp out of range", request("tsr", r#","timestamp":1e400,"data":{"module":0}"#), Mqtt::Reply(10400)),
+        ("a numeric tid beyond f64", r#"{"tid":12345678901234567890123,"bid":"b","method":"storage_config_get","data":{"module":0}}"#.into(), Mqtt::Reply(0)),
         ("module 1", request("mod1", r#","data":{"module":1}"#), Mqtt::Reply(10422)),
         ("module -1", request("modn", r#","data":{"module":-1}"#), Mqtt::Reply(10422)),
         ("timestamp text", request("tstx", r#","timestamp":"soon","data":{"module":0}"#), Mqtt::Reply(10400)),
@@ -68,7 +72,8 @@ async fn malformed_mqtt_payloads_each_get_their_defined_answer() {
         ("unicode tid", request("tïd-😀", r#","data":{"module":0}"#), Mqtt::Reply(0)),
         ("10 kB tid", request(&long_tid, r#","data":{"module":0}"#), Mqtt::Reply(0)),
         ("unknown fields", request("extra", r#","data":{"module":0,"x":{"y":[1,2]}},"gateway":"other""#), Mqtt::Reply(0)),
-        ("duplicate keys", r#"{"tid":"dup","tid":"dup2","bid":"b","method":"storage_config_get","data":{"module":0}}"#.into(), Mqtt::Dropped("not_json")),
+        ("duplicate keys", r#"{"tid":"dup","tid":"dup2","bid":"b","method":"storage_config_get","data":{"module":0}}"#.into(), Mqtt::Reply(10400)),
+        ("duplicate data", request("dupd", r#","data":{"module":0},"data":{"module":1}"#), Mqtt::Reply(10400)),
     ];
     let dropped = |reason: &'static str| {
         let svc = &svc;

@@ -5,25 +5,15 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use stsgate::config::AuthConfig;
 use stsgate::secret::Secret;
 
-fn stsgate(data: &Path) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_stsgate"));
-    cmd.arg("--data-dir").arg(data);
-    // The developer's environment must not leak into these tests.
-    for (key, _) in std::env::vars().filter(|(k, _)| k.starts_with("STSGATE_")) {
-        cmd.env_remove(key);
-    }
-    cmd.env_remove("RUST_LOG");
-    cmd
-}
+use common::served::{Served, command as stsgate};
 
 fn token(data: &Path, workspace: &str) -> String {
     let out = stsgate(data)
@@ -39,65 +29,8 @@ fn token(data: &Path, workspace: &str) -> String {
     stdout.lines().last().expect("a line").to_owned()
 }
 
-/// A `stsgate serve` child; killed if the test fails before stopping it.
-struct Served {
-    child: Child,
-    http: String,
-    mqtt: stsgate::mqtt::BrokerAddr,
-    store: String,
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn serve(data: &Path, log: &Path) -> Served {
-    let mut child = stsgate(data)
-        .args([
-            "serve",
-            "--http-listen",
-            "127.0.0.1:0",
-            "--mqtt-embedded-listen",
-            "127.0.0.1:0",
-        ])
-        .args(["--storage-local-listen", "127.0.0.1:0"])
-        .env("RUST_LOG", "debug")
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(log).expect("log file"))
-        .spawn()
-        .expect("serve starts");
-    let stdout = child.stdout.take().expect("stdout");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            for label in ["HTTP API", "MQTT broker", "S3 store"] {
-                if let Some(rest) = line.trim().strip_prefix(label) {
-                    let _ = tx.send(
-                        rest.split_whitespace()
-                            .next()
-                            .unwrap_or_default()
-                            .to_owned(),
-                    );
-                }
-            }
-        }
-    });
-    let next = || {
-        rx.recv_timeout(Duration::from_secs(20))
-            .expect("the ready banner names the addresses")
-    };
-    let http = next();
-    let mqtt = stsgate::mqtt::BrokerAddr::parse(&next()).expect("mqtt://host:port");
-    let store = next();
-    Served {
-        child,
-        http,
-        mqtt,
-        store,
-    }
+    Served::spawn(data, log, &[])
 }
 
 #[tokio::test]
@@ -139,7 +72,7 @@ async fn serve_runs_the_embedded_default_and_stops_on_sigterm() {
     let mut served = serve(&data, &log);
     let response = reqwest::Client::new()
         .post(format!(
-            "{}/storage/api/v1/workspaces/default/sts",
+            "http://{}/storage/api/v1/workspaces/default/sts",
             served.http
         ))
         .header("x-auth-token", &token)
@@ -324,7 +257,7 @@ async fn check_works_beside_a_running_service_and_names_broken_settings() {
     let dir = tempfile::tempdir().expect("dir");
     let data = dir.path().join("data");
     let served = serve(&data, &dir.path().join("stderr.log"));
-    let store_addr = served.store.trim_start_matches("http://").to_owned();
+    let store_addr = served.store.clone().expect("the embedded store");
     let listen = ["--storage-local-listen", store_addr.as_str()];
 
     // The running service's store accepts a credential minted by the check process.
@@ -351,4 +284,115 @@ async fn check_works_beside_a_running_service_and_names_broken_settings() {
         "{text}"
     );
     assert!(!text.contains("DispatchFailure("), "no debug dump: {text}");
+}
+
+/// Issue 11.7: at `RUST_LOG=debug` s3s logged every store request with its headers (the session
+/// token, the signature) and, on a mismatch, the signature it expected. At `trace`, with every
+/// front exercised — Pilot 2 with a good and a forged token, a dock, uploads with a good and a
+/// wrong secret — no token, secret or signature reaches the log.
+#[tokio::test]
+async fn no_secret_reaches_the_log_at_trace_level() {
+    let dir = tempfile::tempdir().expect("dir");
+    let data = dir.path().join("data");
+    let log = dir.path().join("stderr.log");
+    let token = token(&data, "default");
+    let served = Served::spawn(&data, &log, &[("RUST_LOG", "trace")]);
+    let http = reqwest::Client::new();
+    let url = format!(
+        "http://{}/storage/api/v1/workspaces/default/sts",
+        served.http
+    );
+    let body: serde_json::Value = http
+        .post(&url)
+        .header("x-auth-token", &token)
+        .send()
+        .await
+        .expect("answer")
+        .json()
+        .await
+        .expect("json");
+    let config = body["data"].clone();
+    let forged = format!("{}x", &token[..token.len() - 1]);
+    let refused = http
+        .post(&url)
+        .header("x-auth-token", &forged)
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(refused.status(), 401);
+    let mut dock = common::Dock::connect(&served.mqtt, "TRACE0001").await;
+    let reply = dock
+        .request(&common::storage_config_get("trace", "1"))
+        .await;
+    assert_eq!(reply["data"]["result"], 0, "{reply}");
+
+    common::device_s3(&config)
+        .put_object()
+        .bucket("media")
+        .key("default/trace.bin")
+        .body(b"traced".to_vec().into())
+        .send()
+        .await
+        .expect("upload with the issued credentials");
+    let creds = &config["credentials"];
+    let (key_id, secret, session) = (
+        creds["access_key_id"].as_str().unwrap(),
+        creds["access_key_secret"].as_str().unwrap(),
+        creds["security_token"].as_str().unwrap(),
+    );
+    let wrong = common::s3_client(
+        config["endpoint"].as_str().unwrap(),
+        key_id,
+        "not-the-secret-key-at-all-0000000000000",
+        Some(session),
+    );
+    assert!(
+        wrong
+            .put_object()
+            .bucket("media")
+            .key("default/mismatch.bin")
+            .body(b"x".to_vec().into())
+            .send()
+            .await
+            .is_err(),
+        "a wrong secret is refused"
+    );
+    drop(dock);
+    drop(served);
+
+    let logs = std::fs::read_to_string(&log).expect("log");
+    assert!(
+        logs.contains("credentials handed out") && logs.contains("TRACE"),
+        "trace logging is on: {}",
+        &logs[..logs.len().min(2000)]
+    );
+    let jwt_secret = std::fs::read_to_string(data.join("jwt_secret")).expect("secret");
+    let admin = std::fs::read_to_string(data.join(stsgate::embedded::store::ADMIN_FILE))
+        .expect("admin keys");
+    let admin: serde_json::Value = serde_json::from_str(&admin).expect("json");
+    for (what, value) in [
+        ("secret key", secret),
+        ("session token", session),
+        ("x-auth-token", token.as_str()),
+        ("forged x-auth-token", forged.as_str()),
+        ("jwt secret", jwt_secret.trim()),
+        (
+            "store admin secret",
+            admin["secret_access_key"].as_str().unwrap_or("-"),
+        ),
+    ] {
+        assert!(!logs.contains(value), "the {what} leaked into the logs");
+    }
+    // A SigV4 signature (the client's or the expected one) is 64 hex digits.
+    for line in logs.lines() {
+        let longest_hex_run = line
+            .split(|c: char| !c.is_ascii_hexdigit())
+            .map(str::len)
+            .max()
+            .unwrap_or(0);
+        assert!(
+            longest_hex_run < 64 && !line.contains("Signature="),
+            "a signature in the log: {line}"
+        );
+    }
 }

@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use axum::response::IntoResponse;
 use common::{Options, TestService};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
@@ -253,15 +254,36 @@ async fn jwks_keys_are_cached_refreshed_on_unknown_kid_and_audience_is_checked()
     );
 }
 
+/// Issue 11.3: a failed fetch used to make every `kid` "unknown" for `auth.jwks_refetch_after`:
+/// 503 once, then 401 — and Pilot 2 logs the pilot out on a 401. Now every request is 503 until
+/// a fetch succeeds, and tokens work again as soon as the identity provider is back.
 #[tokio::test]
 async fn an_unreachable_jwks_is_a_503_not_a_logout() {
     let k = keys();
-    let closed = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let mut rsa = k["rsa_jwk"].clone();
+    rsa["kid"] = json!("k1");
+    let up = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let document = json!({"keys": [rsa]});
+    let state = up.clone();
+    let app = axum::Router::new().route(
+        "/jwks",
+        axum::routing::get(move || {
+            let (up, body) = (state.load(Ordering::SeqCst), document.clone());
+            async move {
+                if up {
+                    axum::Json(body).into_response()
+                } else {
+                    axum::http::StatusCode::BAD_GATEWAY.into_response()
+                }
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/jwks", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.ok() });
     let svc = Options::default()
-        .env("STSGATE_AUTH__JWKS_URL", &format!("http://{closed}/jwks"))
+        .env("STSGATE_AUTH__JWKS_URL", &url)
+        .env("STSGATE_AUTH__JWKS_REFETCH_AFTER", "1h")
         .start()
         .await;
     let t = token(
@@ -271,10 +293,79 @@ async fn an_unreachable_jwks_is_a_503_not_a_logout() {
         None,
         "ws-down",
     );
-    let (status, body) = svc.sts("ws-down", Some(&t)).await;
-    assert_eq!(
-        (status.as_u16(), body["code"].as_i64()),
-        (503, Some(10503)),
-        "{body}"
-    );
+    for i in 0..8 {
+        let (status, body) = svc.sts("ws-down", Some(&t)).await;
+        assert_eq!(
+            (status.as_u16(), body["code"].as_i64()),
+            (503, Some(10503)),
+            "request {i} while the identity provider is down: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    up.store(true, Ordering::SeqCst);
+    let back = async {
+        loop {
+            let (status, _) = svc.sts("ws-down", Some(&t)).await;
+            match status.as_u16() {
+                200 => return,
+                503 => tokio::time::sleep(Duration::from_millis(100)).await,
+                other => panic!("{other} while the identity provider comes back"),
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(3), back)
+        .await
+        .expect("tokens work again within seconds of the JWKS being back");
+
+    // And a provider that was never reachable at all is a 503 too.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let svc = Options::default()
+        .env("STSGATE_AUTH__JWKS_URL", &format!("http://{closed}/jwks"))
+        .start()
+        .await;
+    for _ in 0..3 {
+        let (status, body) = svc.sts("ws-down", Some(&t)).await;
+        assert_eq!(
+            (status.as_u16(), body["code"].as_i64()),
+            (503, Some(10503)),
+            "{body}"
+        );
+    }
+}
+
+/// RFC 7515 §4.1.11: a token that marks header parameters critical that stsgate does not
+/// understand is refused, whatever its signature.
+#[tokio::test]
+async fn a_token_with_critical_header_parameters_is_refused() {
+    let k = keys();
+    let path = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(path.path(), k["rsa_public"].as_str().unwrap()).unwrap();
+    let svc = Options::default()
+        .env(
+            "STSGATE_AUTH__PUBLIC_KEY_FILE",
+            &path.path().display().to_string(),
+        )
+        .start()
+        .await;
+    let exp = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 600;
+    let key = EncodingKey::from_rsa_pem(k["rsa_private"].as_str().unwrap().as_bytes()).unwrap();
+    let sign = |crit: Option<Vec<String>>| {
+        let header = Header {
+            crit,
+            ..Header::new(Algorithm::RS256)
+        };
+        let claims = json!({"workspace_id": "ws-crit", "sub": "u", "exp": exp});
+        jsonwebtoken::encode(&header, &claims, &key).unwrap()
+    };
+    assert_eq!(status(&svc, "ws-crit", &sign(None)).await.0, 200);
+    let (code, message) = status(&svc, "ws-crit", &sign(Some(vec!["exp".to_owned()]))).await;
+    assert_eq!(code, 401, "{message}");
+    assert!(message.contains("crit"), "{message}");
 }

@@ -499,3 +499,197 @@ async fn a_broker_the_ca_does_not_vouch_for_or_a_missing_client_certificate_is_r
         svc.service.stop().await;
     }
 }
+
+/// Publishes one message of `size` bytes on `sn`'s requests topic at QoS 1, from a client whose
+/// own packet limit does not stand in the way.
+async fn publish_large(broker_port: u16, sn: &str, size: usize) {
+    let mut options =
+        rumqttc::MqttOptions::new(format!("big-{sn}-{size}"), "127.0.0.1", broker_port);
+    options.set_max_packet_size(size + 1024, size + 1024);
+    let (client, mut eventloop) = rumqttc::AsyncClient::new(options, 4);
+    client
+        .publish(
+            format!("thing/product/{sn}/requests"),
+            rumqttc::QoS::AtLeastOnce,
+            false,
+            vec![b'x'; size],
+        )
+        .await
+        .unwrap();
+    let acked = async {
+        loop {
+            if let rumqttc::Event::Incoming(rumqttc::Packet::PubAck(_)) = eventloop
+                .poll()
+                .await
+                .expect("the broker takes the message")
+            {
+                return;
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), acked)
+        .await
+        .expect("PUBACK from the broker");
+}
+
+/// Issue 11.1: one message larger than rumqttc's packet limit used to make the service drop its
+/// connection; with a persistent session Mosquitto sent it again on every reconnect, so the
+/// service never got back (60 reconnects in 5 s, `/readyz` 503, no dock answered). Now the
+/// message is dropped and counted while the session stays up, in MQTT 3.1.1 (the client takes
+/// any packet) and MQTT 5 (the client announces its Maximum Packet Size; a larger message is
+/// dropped by the broker, a smaller one above `mqtt.max_payload` by the service).
+#[tokio::test]
+async fn an_oversized_request_is_dropped_and_counted_while_the_session_stays_up() {
+    let broker = Mosquitto::start();
+    for protocol in ["3.1.1", "5"] {
+        let id = format!(
+            "stsgate-big-{}",
+            stsgate::random::string(stsgate::random::BASE32, 6).unwrap()
+        );
+        let svc = Options::default()
+            .env(
+                "STSGATE_MQTT__URL",
+                &format!("mqtt://127.0.0.1:{}", broker.port),
+            )
+            .env("STSGATE_MQTT__PROTOCOL", protocol)
+            .env("STSGATE_MQTT__CLIENT_ID", &id)
+            .start()
+            .await;
+        let readiness = svc.service.readiness.clone();
+        let watching = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let watch = {
+            let watching = watching.clone();
+            tokio::spawn(async move {
+                let mut lost = 0;
+                while watching.load(std::sync::atomic::Ordering::Relaxed) {
+                    if !readiness.mqtt() {
+                        lost += 1;
+                    }
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+                lost
+            })
+        };
+        let too_large = r#"reason="too_large""#;
+        let before = svc.counter("stsgate_mqtt_dropped_total", too_large).await;
+
+        publish_large(broker.port, "BIG0001", 2 << 20).await;
+        publish_large(broker.port, "BIG0001", 512 << 10).await;
+        let mut dock = Dock::connect(&svc.service.broker, "NEXTTOBIG0001").await;
+        dock.send(storage_config_get("after-big", "1")).await;
+        let reply = tokio::time::timeout(Duration::from_secs(1), dock.reply())
+            .await
+            .unwrap_or_else(|_| panic!("MQTT {protocol}: another dock answered within 1 s"));
+        assert_eq!(reply["data"]["result"], 0, "{reply}");
+        let (status, _) = svc.get("/readyz").await;
+        assert_eq!(status, reqwest::StatusCode::OK, "MQTT {protocol}");
+
+        // MQTT 3.1.1: both reach the service and are dropped there; MQTT 5: the 2 MiB one is
+        // dropped by the broker (above the announced packet size), the 512 KiB one here.
+        let counted = svc.counter("stsgate_mqtt_dropped_total", too_large).await - before;
+        let expected = if protocol == "5" { 1.0 } else { 2.0 };
+        assert!(counted >= expected, "MQTT {protocol}: {counted} counted");
+        watching.store(false, std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(
+            watch.await.unwrap(),
+            0,
+            "MQTT {protocol}: the session never dropped"
+        );
+        svc.service.stop().await;
+    }
+}
+
+/// An STS endpoint that accepts connections and never answers: a request that reaches it stays
+/// in progress for as long as the test likes.
+fn stalling_sts() -> (String, std::thread::JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let held = std::thread::spawn(move || {
+        let mut open = Vec::new();
+        for stream in listener.incoming().take(64) {
+            open.extend(stream.ok());
+        }
+    });
+    (url, held)
+}
+
+/// Issue 11.9: a replica acknowledged a request on receipt, so a replica killed before answering
+/// lost it: the broker had no reason to deliver it again. Now a request is acknowledged only once
+/// its reply is queued. Replica B takes its share of a burst while its upstream stalls (so each
+/// of its requests is in progress), is killed with SIGKILL, and comes back with the same client
+/// id: the broker delivers the unacknowledged requests again, and every request is answered.
+#[tokio::test]
+async fn a_replica_killed_mid_request_loses_nothing_it_accepted() {
+    let broker = Mosquitto::start();
+    let url = format!("mqtt://127.0.0.1:{}", broker.port);
+    let shared = [
+        ("STSGATE_MQTT__URL", url.as_str()),
+        ("STSGATE_MQTT__SHARE_GROUP", "stsgate"),
+        ("STSGATE_LIMITS__DEVICE_PER_MINUTE", "0"),
+        ("RUST_LOG", "info"),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let replica = |name: &str, extra: &[(&str, &str)]| {
+        let mut env = shared.to_vec();
+        env.push(("STSGATE_MQTT__CLIENT_ID", name));
+        env.extend_from_slice(extra);
+        common::served::Served::spawn(
+            &dir.path().join(name),
+            &dir.path().join(format!("{name}.log")),
+            &env,
+        )
+    };
+    let a = replica("stsgate-kill-a", &[]);
+    let (stalling, _held) = stalling_sts();
+    let mut b = replica(
+        "stsgate-kill-b",
+        &[
+            ("STSGATE_STORAGE__PROVIDER", "minio"),
+            ("STSGATE_STORAGE__STS_ENDPOINT", &stalling),
+            ("STSGATE_STORAGE__ACCESS_KEY_ID", "stsgate"),
+            ("STSGATE_STORAGE__SECRET_ACCESS_KEY", "stsgate-secret"),
+            ("STSGATE_STORAGE__UPSTREAM_TIMEOUT", "120s"),
+        ],
+    );
+    for r in [&a, &b] {
+        assert!(r.wait_ready(Duration::from_secs(10)).await, "subscribed");
+    }
+
+    let mut dock = Dock::connect(&a.mqtt, "KILL0001").await;
+    let total = 40;
+    for i in 0..total {
+        dock.send(storage_config_get(&format!("k{i}"), "1")).await;
+    }
+    // A answers its share; B holds the rest, each waiting on its stalled upstream.
+    let mut answered = std::collections::HashSet::new();
+    while let Some(reply) = dock.try_reply(Duration::from_secs(2)).await {
+        assert_eq!(reply["data"]["result"], 0, "{reply}");
+        answered.insert(reply["tid"].as_str().unwrap().to_owned());
+    }
+    assert!(
+        !answered.is_empty() && answered.len() < total,
+        "both replicas took a share: {} answered before the kill",
+        answered.len()
+    );
+    b.kill();
+
+    // B comes back with the same client id (and a working provider): the broker delivers what
+    // the dead process never acknowledged.
+    let b = replica("stsgate-kill-b", &[]);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while answered.len() < total {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let Some(reply) = dock.try_reply(left).await else {
+            break;
+        };
+        assert_eq!(reply["data"]["result"], 0, "{reply}");
+        answered.insert(reply["tid"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(answered.len(), total, "every request answered, none lost");
+    let (_, metrics) = b.get("/metrics").await;
+    assert!(
+        common::metric(&metrics, "stsgate_mqtt_redelivered_total", "") >= 1.0,
+        "redeliveries are counted: {metrics}"
+    );
+    drop(a);
+}

@@ -19,6 +19,9 @@ use super::Error;
 
 /// The default shortest interval between two JWKS fetches.
 pub const REFETCH_AFTER: Duration = Duration::from_secs(30);
+/// After a failed fetch, the shortest interval before the next attempt: short, so that tokens
+/// work again as soon as the identity provider is back, but not one fetch per request.
+const RETRY_FAILED_AFTER: Duration = Duration::from_secs(1);
 
 /// Where public keys come from.
 pub enum PublicKeys {
@@ -35,8 +38,15 @@ pub struct Jwks {
     url: String,
     http: reqwest::Client,
     keys: RwLock<HashMap<String, (DecodingKey, Algorithm)>>,
-    last_fetch: Mutex<Option<Instant>>,
+    last_fetch: Mutex<Option<Fetch>>,
     refetch_after: Duration,
+}
+
+/// When the JWKS was last fetched, and whether that worked.
+#[derive(Clone, Copy)]
+struct Fetch {
+    at: Instant,
+    ok: bool,
 }
 
 // === impl PublicKeys ===
@@ -110,12 +120,25 @@ impl Jwks {
             if let Some(found) = self.keys.read().await.get(kid) {
                 return Ok(found.clone());
             }
-            if last.is_some_and(|at| at.elapsed() < self.refetch_after) {
-                return Err(Error::UnknownKey(kid.to_owned()));
+            match *last {
+                // The set is current and this kid is not in it: an unknown key (401).
+                Some(f) if f.ok && f.at.elapsed() < self.refetch_after => {
+                    return Err(Error::UnknownKey(kid.to_owned()));
+                }
+                // The identity provider cannot be reached: we cannot tell whether the key
+                // exists, and a 401 would log the pilot out. 503 until a fetch succeeds.
+                Some(f) if !f.ok && f.at.elapsed() < RETRY_FAILED_AFTER => {
+                    return Err(Error::KeysUnavailable);
+                }
+                _ => {}
             }
-            *last = Some(Instant::now());
-            let fetched = self.fetch().await?;
-            *self.keys.write().await = fetched;
+            let fetched = self.fetch().await;
+            *last = Some(Fetch {
+                at: Instant::now(),
+                ok: fetched.is_ok(),
+            });
+            // A failed fetch keeps the keys fetched before.
+            *self.keys.write().await = fetched?;
         }
         self.keys
             .read()

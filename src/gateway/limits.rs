@@ -49,8 +49,10 @@ impl Limits {
     /// Admits one request, or says how long to wait.
     pub fn check(&self, requester: Requester<'_>) -> Result<(), Duration> {
         let (limiter, key) = match requester {
-            Requester::Device(sn) => (&self.devices, sn),
-            Requester::Token(subject) => (&self.subjects, subject),
+            // The registry binds serial numbers case-insensitively, so the limit must count
+            // `DOCK1` and `dock1` as one dock, or a flooding dock gets a bucket per spelling.
+            Requester::Device(sn) => (&self.devices, sn.to_ascii_uppercase()),
+            Requester::Token(subject) => (&self.subjects, subject.to_owned()),
         };
         let Some(limiter) = limiter else {
             return Ok(());
@@ -60,7 +62,7 @@ impl Limits {
             limiter.shrink_to_fit();
         }
         limiter
-            .check_key(&key.to_owned())
+            .check_key(&key)
             .map_err(|not_until| not_until.wait_time_from(DefaultClock::default().now()))
     }
 }
@@ -84,6 +86,10 @@ mod tests {
             .check(Requester::Device("A"))
             .expect_err("over the burst");
         assert!(wait <= Duration::from_secs(1), "{wait:?}");
+        assert!(
+            limits.check(Requester::Device("a")).is_err(),
+            "another spelling of the same serial number shares its bucket"
+        );
         assert!(
             limits.check(Requester::Device("B")).is_ok(),
             "another dock is not affected"

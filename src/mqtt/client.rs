@@ -20,9 +20,20 @@ pub enum Protocol {
 
 /// How long a persistent MQTT 5 session outlives its connection at the broker.
 const SESSION_EXPIRY: Duration = Duration::from_secs(3600);
-/// Packets larger than this make the client drop the connection; keep it well above
-/// `mqtt.max_payload` so an oversized request is dropped by us, not by the session.
-const MAX_PACKET: usize = 1024 * 1024;
+/// The largest packet MQTT can express: a remaining length of 268,435,455 bytes plus the five
+/// bytes of the fixed header. With MQTT 3.1.1 the client cannot tell the broker how much it
+/// takes, and rumqttc drops the connection on a packet above its limit; with a persistent
+/// session the broker then sends the same packet again on every reconnect. So a 3.1.1 session
+/// takes any packet the protocol allows and the dispatcher drops what exceeds
+/// `mqtt.max_payload` (the broker's own `message_size_limit` bounds what it accepts at all).
+const MQTT_MAX_PACKET: usize = 268_435_455 + 5;
+/// What an MQTT 5 session announces as its Maximum Packet Size (at least this much, more when
+/// `mqtt.max_payload` is larger): the broker never sends it a larger packet (it drops the
+/// message for this session instead, MQTT 5 §3.1.2.11.4), and what arrives between
+/// `mqtt.max_payload` and this is dropped and counted by the dispatcher.
+const V5_MIN_ANNOUNCED_PACKET: usize = 1024 * 1024;
+/// Replies are a few KiB; nothing larger goes out.
+const MAX_OUTGOING_PACKET: usize = 1024 * 1024;
 
 /// The events the session acts on.
 #[derive(Debug)]
@@ -39,11 +50,24 @@ pub enum Incoming {
         topic: String,
         /// Its payload.
         payload: Bytes,
+        /// The broker sent it before (MQTT's DUP flag): a redelivery.
+        dup: bool,
+        /// What acknowledges it; given to [`Client::ack`] once the message has been dealt with.
+        ack: Ack,
     },
     /// A DISCONNECT went out.
     Disconnected,
     /// Anything else.
     Other,
+}
+
+/// The acknowledgement owed for one received message. Acknowledgements are manual: a request is
+/// acknowledged only once its reply has been queued, so a replica that dies before answering
+/// leaves the request with the broker, which sends it again when the session comes back.
+#[derive(Clone, Copy, Debug)]
+pub struct Ack {
+    qos: QoS,
+    pkid: u16,
 }
 
 /// Why polling failed: the connection is gone (it is re-established by polling again).
@@ -78,7 +102,8 @@ pub fn connect(settings: &Settings) -> (Client, EventLoop) {
         Protocol::V311 => {
             let mut options = rumqttc::MqttOptions::new(&settings.client_id, host, port);
             options.set_keep_alive(settings.keep_alive);
-            options.set_max_packet_size(MAX_PACKET, MAX_PACKET);
+            options.set_max_packet_size(MQTT_MAX_PACKET, MAX_OUTGOING_PACKET);
+            options.set_manual_acks(true);
             // A configured client id gets a persistent session: requests published while the
             // connection is down are queued by the broker (QoS 1) and delivered on reconnect.
             options.set_clean_session(!settings.persistent);
@@ -95,7 +120,12 @@ pub fn connect(settings: &Settings) -> (Client, EventLoop) {
         Protocol::V5 => {
             let mut options = v5::MqttOptions::new(&settings.client_id, host, port);
             options.set_keep_alive(settings.keep_alive);
-            options.set_max_packet_size(u32::try_from(MAX_PACKET).ok());
+            let announced = settings
+                .max_payload
+                .saturating_add(64 * 1024)
+                .clamp(V5_MIN_ANNOUNCED_PACKET, MQTT_MAX_PACKET);
+            options.set_max_packet_size(u32::try_from(announced).ok());
+            options.set_manual_acks(true);
             options.set_clean_start(!settings.persistent);
             if settings.persistent {
                 options.set_session_expiry_interval(u32::try_from(SESSION_EXPIRY.as_secs()).ok());
@@ -127,6 +157,14 @@ fn v5_qos(qos: QoS) -> v5::mqttbytes::QoS {
         QoS::AtMostOnce => v5::mqttbytes::QoS::AtMostOnce,
         QoS::AtLeastOnce => v5::mqttbytes::QoS::AtLeastOnce,
         QoS::ExactlyOnce => v5::mqttbytes::QoS::ExactlyOnce,
+    }
+}
+
+fn from_v5_qos(qos: v5::mqttbytes::QoS) -> QoS {
+    match qos {
+        v5::mqttbytes::QoS::AtMostOnce => QoS::AtMostOnce,
+        v5::mqttbytes::QoS::AtLeastOnce => QoS::AtLeastOnce,
+        v5::mqttbytes::QoS::ExactlyOnce => QoS::ExactlyOnce,
     }
 }
 
@@ -166,6 +204,23 @@ impl Client {
         }
     }
 
+    /// Queues the acknowledgement of a received message (nothing for QoS 0). rumqttc acks a
+    /// publish by its QoS and packet id only; the rest of the packet is not kept for it.
+    pub async fn ack(&self, ack: Ack) -> Result<(), String> {
+        match self {
+            Self::V311(c) => {
+                let mut publish = rumqttc::Publish::new("", ack.qos, Vec::new());
+                publish.pkid = ack.pkid;
+                c.ack(&publish).await.map_err(|e| e.to_string())
+            }
+            Self::V5(c) => {
+                let mut publish = v5::mqttbytes::v5::Publish::new("", v5_qos(ack.qos), "", None);
+                publish.pkid = ack.pkid;
+                c.ack(&publish).await.map_err(|e| e.to_string())
+            }
+        }
+    }
+
     /// Queues a DISCONNECT if there is room.
     pub fn try_disconnect(&self) -> Result<(), String> {
         match self {
@@ -192,6 +247,11 @@ impl EventLoop {
                     ),
                     Event::Incoming(Packet::UnsubAck(_)) => Incoming::UnsubAck,
                     Event::Incoming(Packet::Publish(p)) => Incoming::Publish {
+                        ack: Ack {
+                            qos: p.qos,
+                            pkid: p.pkid,
+                        },
+                        dup: p.dup,
                         topic: p.topic,
                         payload: p.payload,
                     },
@@ -212,6 +272,11 @@ impl EventLoop {
                     ),
                     Event::Incoming(Packet::UnsubAck(_)) => Incoming::UnsubAck,
                     Event::Incoming(Packet::Publish(p)) => Incoming::Publish {
+                        ack: Ack {
+                            qos: from_v5_qos(p.qos),
+                            pkid: p.pkid,
+                        },
+                        dup: p.dup,
                         topic: String::from_utf8_lossy(&p.topic).into_owned(),
                         payload: p.payload,
                     },

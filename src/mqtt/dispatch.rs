@@ -95,7 +95,7 @@ pub async fn handle(
 fn tid_text(tid: &mqtt::MessageId) -> String {
     match tid {
         mqtt::MessageId::Text(t) => t.chars().take(64).flat_map(char::escape_default).collect(),
-        mqtt::MessageId::Number(n) => n.to_string(),
+        mqtt::MessageId::Number(n) => n.get().chars().take(64).collect(),
     }
 }
 

@@ -10,7 +10,7 @@ use rumqttc::QoS;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::client::{self, Client, EventLoop, Incoming, Protocol};
+use super::client::{self, Ack, Client, EventLoop, Incoming, Protocol};
 use crate::config::MqttConfig;
 use crate::gateway::Gateway;
 use crate::http::Readiness;
@@ -232,20 +232,39 @@ impl Session {
                     tracing::error!(filter = %self.settings.filter, "the broker refused the subscription (check its ACL)");
                 }
             }
-            Incoming::Publish { topic, payload } => self.answer(topic, payload),
+            Incoming::Publish {
+                topic,
+                payload,
+                dup,
+                ack,
+            } => self.answer(topic, payload, dup, ack),
             _ => {}
         }
     }
 
-    /// Handles one request in its own task, so that a slow upstream never stalls the event loop.
-    fn answer(&self, topic: String, payload: bytes::Bytes) {
+    /// Handles one request in its own task, so that a slow upstream never stalls the event loop,
+    /// and acknowledges it only after its reply is queued (the reply goes out first: both travel
+    /// through the client's one request queue, in order). A replica killed before that leaves
+    /// the request unacknowledged at the broker, which delivers it again to the session when it
+    /// comes back; a message that gets no reply (not ours, not answerable) is acknowledged too.
+    fn answer(&self, topic: String, payload: bytes::Bytes, dup: bool, ack: Ack) {
         let (client, gateway) = (self.client.clone(), self.gateway.clone());
         let (max, qos) = (self.settings.max_payload, self.settings.reply_qos);
+        if dup {
+            // At least once: a request the broker sent before may have been answered already
+            // (the replica died between the reply and its acknowledgement). Docks match replies
+            // by tid; the duplicate is counted.
+            metrics::counter!("stsgate_mqtt_redelivered_total").increment(1);
+        }
         self.handlers.spawn(async move {
             if let Some(answer) = super::handle(&gateway, &topic, &payload, max).await
                 && let Err(e) = client.publish(answer.topic, qos, answer.payload).await
             {
                 tracing::warn!(error = %e, "cannot queue a reply");
+            }
+            // Dropped with the connection: the broker redelivers an unacknowledged request.
+            if let Err(e) = client.ack(ack).await {
+                tracing::debug!(error = %e, "cannot queue an acknowledgement");
             }
         });
     }
@@ -267,7 +286,9 @@ impl Session {
                 tokio::select! {
                     event = eventloop.poll() => {
                         match event {
-                            Ok(Incoming::Publish { topic, payload }) => self.answer(topic, payload),
+                            Ok(Incoming::Publish { topic, payload, dup, ack }) => {
+                                self.answer(topic, payload, dup, ack);
+                            }
                             Ok(Incoming::UnsubAck) => unsubscribed = true,
                             Ok(_) => {}
                             // The connection is gone: nothing more arrives, no reply leaves.

@@ -181,6 +181,14 @@ impl Verifier {
             ErrorKind::Json(_) => Error::Malformed("unsupported header or algorithm".to_owned()),
             other => classify(other),
         })?;
+        // RFC 7515 §4.1.11: a recipient must refuse a token whose `crit` names extensions it
+        // does not understand, and stsgate understands none (an empty list is invalid too).
+        if let Some(crit) = &header.crit {
+            return Err(Error::Malformed(format!(
+                "the header marks {} parameter(s) critical (crit); none is understood here",
+                crit.len()
+            )));
+        }
         let mut validation = self.validation.clone();
         validation.algorithms = vec![header.alg];
         let claims = match header.alg {

@@ -7,8 +7,11 @@
 //! payload for another `method` belongs to another service ([`Inbound::OtherMethod`]); anything
 //! else is a [`Request`] that gets a reply, even if its body is invalid.
 
+use std::borrow::Cow;
+
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use serde_json::value::RawValue;
 
 use super::{StorageConfig, Timestamp};
 
@@ -22,13 +25,14 @@ pub const MAX_SN_LEN: usize = 64;
 pub const MODULE_MEDIA: i64 = 0;
 
 /// A `tid` or `bid` as the device sent it, echoed verbatim in the reply.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize)]
 #[serde(untagged)]
 pub enum MessageId {
     /// The usual form: a string (a UUID on real devices).
     Text(String),
-    /// Tolerated: a JSON number.
-    Number(serde_json::Number),
+    /// Tolerated: a JSON number, kept as the device wrote it (`12345678901234567890123` comes
+    /// back as that, not as the nearest `f64`).
+    Number(Box<RawValue>),
 }
 
 /// What a payload on a requests topic turned out to be.
@@ -100,36 +104,98 @@ pub enum ReplyOutput<'a> {
     },
 }
 
-#[derive(Deserialize)]
-struct RawRequest {
-    #[serde(default)]
-    tid: Option<Value>,
-    #[serde(default)]
-    bid: Option<Value>,
-    #[serde(default)]
-    method: Option<Value>,
-    #[serde(default)]
-    timestamp: Option<Value>,
-    #[serde(default)]
-    data: Option<Value>,
+// === impl MessageId ===
+
+impl PartialEq for MessageId {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Self::Text(a), Self::Text(b)) => a == b,
+            (Self::Number(a), Self::Number(b)) => a.get() == b.get(),
+            _ => false,
+        }
+    }
+}
+
+impl Eq for MessageId {}
+
+/// The top-level members of a request, in order, each value as the device wrote it. Reading the
+/// envelope this way finds `tid` even when another member would make a full parse fail (a number
+/// out of `f64`'s range, nesting deeper than serde_json's limit, a duplicate key): such a request
+/// is answered 10400 rather than dropped.
+struct Members<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
+
+impl<'a> Members<'a> {
+    /// The first value of `key`.
+    fn get(&self, key: &str) -> Option<&'a RawValue> {
+        self.0.iter().find(|(k, _)| k == key).map(|(_, v)| *v)
+    }
+
+    /// A key given more than once, if any.
+    fn duplicate(&self) -> Option<&str> {
+        let mut seen = std::collections::HashSet::with_capacity(self.0.len());
+        self.0
+            .iter()
+            .map(|(k, _)| k.as_ref())
+            .find(|k| !seen.insert(*k))
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Members<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for Visitor<'a> {
+            type Value = Members<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<M: serde::de::MapAccess<'de>>(
+                self,
+                mut map: M,
+            ) -> Result<Members<'a>, M::Error> {
+                let mut members = Vec::new();
+                while let Some(entry) = map.next_entry::<Cow<'de, str>, &'de RawValue>()? {
+                    members.push(entry);
+                }
+                Ok(Members(members))
+            }
+        }
+        deserializer.deserialize_map(Visitor(std::marker::PhantomData))
+    }
 }
 
 /// Decodes a payload received on a requests topic.
 pub fn decode(payload: &[u8]) -> Result<Inbound, DecodeError> {
-    // serde would also read a JSON array into the struct, field by field: refuse anything but an
-    // object up front.
+    // serde would also read a JSON array as a map of nothing: refuse anything but an object up
+    // front.
     if payload.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
         return Err(DecodeError::NotJson("expected a JSON object".to_owned()));
     }
-    let raw: RawRequest =
+    let members: Members<'_> =
         serde_json::from_slice(payload).map_err(|e| DecodeError::NotJson(e.to_string()))?;
-    if raw.method.as_ref().and_then(Value::as_str) != Some(STORAGE_CONFIG_GET) {
+    let method = members
+        .get("method")
+        .and_then(|m| serde_json::from_str::<Cow<'_, str>>(m.get()).ok());
+    if method.as_deref() != Some(STORAGE_CONFIG_GET) {
         return Ok(Inbound::OtherMethod);
     }
-    let tid = raw.tid.and_then(message_id).ok_or(DecodeError::NoTid)?;
-    let bid = raw.bid.and_then(message_id);
-    let module = validate_body(bid.is_some(), raw.timestamp, raw.data);
+    let tid = members
+        .get("tid")
+        .and_then(message_id)
+        .ok_or(DecodeError::NoTid)?;
+    let bid = members.get("bid").and_then(message_id);
+    let module = match members.duplicate() {
+        Some(key) => Err(format!("the key `{}` is given twice", printable(key))),
+        None => validate_body(bid.is_some(), members.get("timestamp"), members.get("data")),
+    };
     Ok(Inbound::StorageConfigGet(Request { tid, bid, module }))
+}
+
+/// At most 64 characters of `text`, escaped, for a message that quotes a device's input.
+fn printable(text: &str) -> String {
+    text.chars()
+        .take(64)
+        .flat_map(char::escape_default)
+        .collect()
 }
 
 /// The gateway serial number of a requests topic, if the topic is one and the SN is valid.
@@ -150,26 +216,32 @@ pub fn reply_topic(sn: &str) -> String {
     format!("thing/product/{sn}/requests_reply")
 }
 
-fn message_id(v: Value) -> Option<MessageId> {
-    match v {
-        Value::String(s) if !s.is_empty() => Some(MessageId::Text(s)),
-        Value::Number(n) => Some(MessageId::Number(n)),
+fn message_id(raw: &RawValue) -> Option<MessageId> {
+    let text = raw.get();
+    match text.as_bytes().first()? {
+        b'"' => serde_json::from_str::<String>(text)
+            .ok()
+            .filter(|s| !s.is_empty())
+            .map(MessageId::Text),
+        b'-' | b'0'..=b'9' => Some(MessageId::Number(raw.to_owned())),
         _ => None,
     }
 }
 
 fn validate_body(
     has_bid: bool,
-    timestamp: Option<Value>,
-    data: Option<Value>,
+    timestamp: Option<&RawValue>,
+    data: Option<&RawValue>,
 ) -> Result<i64, String> {
     if !has_bid {
         return Err("missing or invalid bid".to_owned());
     }
-    if let Some(ts) = timestamp.filter(|v| !v.is_null()) {
-        Timestamp::deserialize(ts).map_err(|e| format!("invalid timestamp: {e}"))?;
+    if let Some(ts) = timestamp.filter(|v| v.get() != "null") {
+        serde_json::from_str::<Timestamp>(ts.get())
+            .map_err(|e| format!("invalid timestamp: {e}"))?;
     }
     let data = data.ok_or_else(|| "missing data".to_owned())?;
+    let data: Value = serde_json::from_str(data.get()).map_err(|e| format!("invalid data: {e}"))?;
     let module = data
         .get("module")
         .ok_or_else(|| "missing data.module".to_owned())?;

@@ -90,7 +90,78 @@ fn other_modules_decode_with_their_number() {
     assert_eq!(r.module, Ok(1));
     let r = request(r#"{"tid":7,"bid":8,"method":"storage_config_get","data":{"module":"0"}}"#);
     assert_eq!(r.module, Ok(0));
-    assert_eq!(r.tid, MessageId::Number(7.into()));
+    assert_eq!(r.tid, number("7"));
+}
+
+fn number(raw: &str) -> MessageId {
+    MessageId::Number(RawValue::from_string(raw.to_owned()).unwrap())
+}
+
+/// Issue 11.6: what used to be dropped as "not JSON" although the envelope had a `tid`.
+#[test]
+fn a_request_with_a_tid_is_answerable_whatever_else_is_wrong() {
+    let deep = format!("{}0{}", "[".repeat(200), "]".repeat(200));
+    let cases = [
+        (
+            r#"{"tid":"t","bid":"b","method":"storage_config_get","timestamp":1e400,"data":{"module":0}}"#.to_owned(),
+            "timestamp",
+        ),
+        (
+            r#"{"tid":"t","bid":"b","method":"storage_config_get","data":{"module":1e400}}"#.to_owned(),
+            "data",
+        ),
+        (
+            r#"{"tid":"t","bid":"b","method":"storage_config_get","data":{"module":0},"data":{"module":0}}"#.to_owned(),
+            "given twice",
+        ),
+        (
+            r#"{"tid":"t","tid":"u","bid":"b","method":"storage_config_get","data":{"module":0}}"#.to_owned(),
+            "`tid` is given twice",
+        ),
+        (
+            format!(r#"{{"tid":"t","bid":"b","method":"storage_config_get","data":{{"module":0,"x":{deep}}}}}"#),
+            "recursion",
+        ),
+    ];
+    for (json, why) in cases {
+        let r = request(&json);
+        assert_eq!(r.tid, text("t"), "{json}");
+        let err = r.module.expect_err(&json);
+        assert!(err.contains(why), "{json}: {err} should mention {why}");
+    }
+}
+
+#[test]
+fn a_numeric_tid_comes_back_exactly_as_sent() {
+    let r = request(
+        r#"{"tid":12345678901234567890123,"bid":-0.5e3,"method":"storage_config_get","data":{"module":0}}"#,
+    );
+    assert_eq!(r.tid, number("12345678901234567890123"));
+    let reply = serde_json::to_string(&Reply {
+        method: STORAGE_CONFIG_GET,
+        tid: &r.tid,
+        bid: r.bid.as_ref(),
+        timestamp: 1,
+        data: ReplyData {
+            result: 0,
+            output: ReplyOutput::Error { message: "m" },
+        },
+    })
+    .unwrap();
+    assert!(
+        reply.contains(r#""tid":12345678901234567890123,"bid":-0.5e3,"#),
+        "{reply}"
+    );
+    // Neither a string nor a number: no usable tid.
+    for tid in ["null", "true", "{}", "[]", r#""""#] {
+        let json = format!(
+            r#"{{"tid":{tid},"bid":"b","method":"storage_config_get","data":{{"module":0}}}}"#
+        );
+        assert!(
+            matches!(decode(json.as_bytes()), Err(DecodeError::NoTid)),
+            "{json}"
+        );
+    }
 }
 
 #[test]

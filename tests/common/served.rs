@@ -1,0 +1,130 @@
+//! The `stsgate` binary as a child process, as an operator runs it: `serve` on free ports with
+//! its own data dir, the addresses read from its ready banner, killed (SIGKILL) when dropped or
+//! when a test says so.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use stsgate::mqtt::BrokerAddr;
+
+/// `stsgate --data-dir {data}`, with none of the developer's `STSGATE_*` or `RUST_LOG` settings.
+pub fn command(data: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_stsgate"));
+    cmd.arg("--data-dir").arg(data);
+    for (key, _) in std::env::vars().filter(|(k, _)| k.starts_with("STSGATE_")) {
+        cmd.env_remove(key);
+    }
+    cmd.env_remove("RUST_LOG");
+    cmd
+}
+
+/// A `stsgate serve` child; killed if the test ends before stopping it.
+pub struct Served {
+    pub child: Child,
+    /// `host:port` of the HTTP API.
+    pub http: String,
+    /// The broker the service uses (embedded or external).
+    pub mqtt: BrokerAddr,
+    /// `host:port` of the embedded store, when there is one.
+    pub store: Option<String>,
+}
+
+impl Served {
+    /// `stsgate serve` with every listener on a free port, `env` added, logging to `log`.
+    pub fn spawn(data: &Path, log: &Path, env: &[(&str, &str)]) -> Self {
+        let mut cmd = command(data);
+        cmd.args([
+            "serve",
+            "--http-listen",
+            "127.0.0.1:0",
+            "--mqtt-embedded-listen",
+            "127.0.0.1:0",
+            "--storage-local-listen",
+            "127.0.0.1:0",
+        ])
+        .env("RUST_LOG", "debug");
+        for (key, value) in env {
+            cmd.env(key, value);
+        }
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(log).expect("log file"))
+            .spawn()
+            .expect("serve starts");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                for label in ["HTTP API", "MQTT broker", "storage", "S3 store"] {
+                    if let Some(rest) = line.trim().strip_prefix(label) {
+                        let value = rest.split_whitespace().next().unwrap_or_default();
+                        let _ = tx.send((label, value.to_owned()));
+                    }
+                }
+            }
+        });
+        let (mut http, mut mqtt, mut store) = (None, None, None);
+        loop {
+            let Ok((label, value)) = rx.recv_timeout(Duration::from_secs(20)) else {
+                let log = std::fs::read_to_string(log).unwrap_or_default();
+                panic!("the ready banner names the addresses; log:\n{log}");
+            };
+            match label {
+                "HTTP API" => http = Some(value.trim_start_matches("http://").to_owned()),
+                "MQTT broker" => mqtt = Some(BrokerAddr::parse(&value).expect("mqtt://host:port")),
+                "S3 store" => store = Some(value.trim_start_matches("http://").to_owned()),
+                // The banner is one write: the store line, if any, is already there.
+                _ => {
+                    if let Ok(("S3 store", value)) = rx.recv_timeout(Duration::from_millis(200)) {
+                        store = Some(value.trim_start_matches("http://").to_owned());
+                    }
+                    break;
+                }
+            }
+            if store.is_some() {
+                break;
+            }
+        }
+        Self {
+            child,
+            http: http.expect("HTTP API line"),
+            mqtt: mqtt.expect("MQTT broker line"),
+            store,
+        }
+    }
+
+    /// `GET http://{http}{path}`: status and body.
+    pub async fn get(&self, path: &str) -> (reqwest::StatusCode, String) {
+        let response = reqwest::get(format!("http://{}{path}", self.http))
+            .await
+            .expect("the HTTP API answers");
+        let status = response.status();
+        (status, response.text().await.unwrap_or_default())
+    }
+
+    /// Waits until `/readyz` says 200 (the MQTT session is subscribed), at most `within`.
+    pub async fn wait_ready(&self, within: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + within;
+        while tokio::time::Instant::now() < deadline {
+            if self.get("/readyz").await.0 == reqwest::StatusCode::OK {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        false
+    }
+
+    /// SIGKILL, and waits for the process to be gone.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
