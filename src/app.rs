@@ -108,12 +108,14 @@ impl Service {
         let jwt_secret =
             auth::load_or_generate(&config.auth, &config.data_dir).map_err(Error::Secret)?;
         let opened = issuer::open(&config).await?;
+        let caps = Caps::new(&config, opened.keyring.is_some());
         let shutdown = CancellationToken::new();
         let mut tasks = JoinSet::new();
         let store = match &opened.keyring {
             Some(keyring) => {
                 let started = crate::embedded::store::start(
                     &config.storage.local,
+                    caps.store,
                     &config.data_dir,
                     &config.storage.bucket,
                     keyring.clone(),
@@ -139,9 +141,10 @@ impl Service {
         let (broker, embedded_mqtt) = match &config.mqtt.url {
             Some(url) => (BrokerAddr::parse(url).map_err(Error::BrokerUrl)?, None),
             None => {
-                let started = crate::embedded::broker::start(
+                let started = crate::embedded::broker::start_capped(
                     config.mqtt.embedded_listen,
                     config.mqtt.max_payload,
+                    caps.broker,
                 )
                 .await?;
                 let addr = started.addr();
@@ -174,14 +177,16 @@ impl Service {
             addr: config.http.listen,
             error,
         })?;
-        let stop = shutdown.clone();
-        tasks.spawn(async move {
-            let server = axum::serve(listener, http::router(state))
-                .with_graceful_shutdown(stop.cancelled_owned());
-            if let Err(e) = server.await {
-                tracing::error!(error = %e, "HTTP server failed");
-            }
-        });
+        tasks.spawn(crate::net::serve(
+            listener,
+            hyper_util::service::TowerToHyperService::new(http::router(state)),
+            crate::net::Limits {
+                max_connections: caps.http,
+                header_timeout: config.http.header_timeout,
+            },
+            shutdown.clone(),
+            "http",
+        ));
 
         let password = mqtt_password(&config)?;
         let tls = if broker.tls {
@@ -239,6 +244,49 @@ impl Service {
         }
         if let Some(broker) = self.embedded_mqtt.take() {
             broker.stop();
+        }
+    }
+}
+
+/// Each listener's connection cap: the configured ones, scaled to the descriptor limit.
+struct Caps {
+    http: usize,
+    store: usize,
+    broker: usize,
+}
+
+impl Caps {
+    fn new(config: &Config, store: bool) -> Self {
+        let fd_limit = crate::net::raise_fd_limit();
+        let configured = [
+            config.http.max_connections,
+            if store {
+                config.storage.local.max_connections
+            } else {
+                0
+            },
+            if config.mqtt.url.is_none() {
+                crate::embedded::broker::MAX_CONNECTIONS
+            } else {
+                0
+            },
+        ];
+        let caps = crate::net::budget(&configured, fd_limit);
+        if caps != configured {
+            tracing::warn!(
+                fd_limit,
+                http = caps[0],
+                store = caps[1],
+                broker = caps[2],
+                "the descriptor limit (ulimit -n) cannot hold every listener's configured \
+                 connections (http.max_connections, storage.local.max_connections, the embedded \
+                 broker's); each gets a share"
+            );
+        }
+        Self {
+            http: caps[0],
+            store: caps[1],
+            broker: caps[2],
         }
     }
 }

@@ -22,6 +22,7 @@ pub mod gateway;
 pub mod http;
 pub mod issuer;
 pub mod mqtt;
+pub mod net;
 pub mod protocol;
 pub mod random;
 pub mod registry;

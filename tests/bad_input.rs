@@ -435,3 +435,115 @@ async fn malformed_http_requests_each_get_their_defined_answer() {
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["data"]["object_key_prefix"], "ws1");
 }
+
+/// Issue 11.2: a client that sends part of a request and then nothing held its connection for
+/// ever; with 256 descriptors, 300 of them made the API, `/healthz`, the store and the broker
+/// unreachable. The real binary under `ulimit -n 256`: 300 slow clients on the HTTP API, the
+/// store and the broker, then `/healthz`, a Pilot 2 request, a store upload and a dock round trip
+/// all succeed within the header timeout, and the slow clients are cut off.
+#[tokio::test]
+async fn slow_clients_are_cut_off_and_cannot_starve_anyone() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let log = dir.path().join("stderr.log");
+    let token = common::served::token(&data, "default");
+    let served = common::served::Served::spawn_limited(
+        &data,
+        &log,
+        &[
+            ("STSGATE_HTTP__HEADER_TIMEOUT", "3s"),
+            ("STSGATE_STORAGE__LOCAL__HEADER_TIMEOUT", "3s"),
+            ("RUST_LOG", "info"),
+        ],
+        Some(256),
+    );
+    let store = served.store.clone().expect("the embedded store");
+    let broker = format!("{}:{}", served.mqtt.host, served.mqtt.port);
+
+    let mut slow_http = Vec::new();
+    let mut slow_broker = Vec::new();
+    for i in 0..300 {
+        let (addr, head): (&str, &[u8]) = match i % 15 {
+            // Half a CONNECT packet.
+            0 => (&broker, &[0x10, 0x20, 0x00]),
+            n if n % 2 == 0 => (
+                &served.http,
+                b"POST /storage/api/v1/workspaces/default/sts HTTP/1.1\r\nHost: x\r\n",
+            ),
+            _ => (
+                &store,
+                b"PUT /media/default/slow.bin HTTP/1.1\r\nHost: x\r\n",
+            ),
+        };
+        let mut stream = tokio::net::TcpStream::connect(addr)
+            .await
+            .expect("the kernel takes the connection");
+        stream.write_all(head).await.unwrap();
+        if addr == broker {
+            slow_broker.push(stream);
+        } else {
+            slow_http.push(stream);
+        }
+    }
+
+    let started = tokio::time::Instant::now();
+    let (status, _) = served.get("/healthz").await;
+    assert_eq!(status, 200, "/healthz");
+    let response = reqwest::Client::new()
+        .post(format!(
+            "http://{}/storage/api/v1/workspaces/default/sts",
+            served.http
+        ))
+        .header("x-auth-token", &token)
+        .send()
+        .await
+        .expect("Pilot 2 is answered");
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    common::device_s3(&body["data"])
+        .put_object()
+        .bucket("media")
+        .key("default/while-slow.bin")
+        .body(b"uploaded".to_vec().into())
+        .send()
+        .await
+        .expect("a store upload succeeds");
+    let mut dock = Dock::connect(&served.mqtt, "SLOWSIEGE01").await;
+    let reply = dock.request(&storage_config_get("siege", "1")).await;
+    assert_eq!(reply["data"]["result"], 0, "{reply}");
+    assert!(
+        started.elapsed() < HEADER_TIMEOUT,
+        "everyone else served within the header timeout: {:?}",
+        started.elapsed()
+    );
+
+    // The slow HTTP clients are gone once the header timeout has passed (closed on eviction or
+    // time-out): each reads end-of-stream or a reset.
+    tokio::time::sleep(HEADER_TIMEOUT + std::time::Duration::from_secs(1)).await;
+    for (i, stream) in slow_http.iter_mut().enumerate() {
+        let mut byte = [0_u8; 512];
+        let read = tokio::time::timeout(
+            std::time::Duration::from_millis(200),
+            stream.read(&mut byte),
+        )
+        .await;
+        let Ok(read) = read else {
+            panic!("slow client {i} still held open");
+        };
+        if let Ok(n) = read
+            && n > 0
+        {
+            // A 408 from hyper's time-out is fine too: it is followed by the close.
+            let text = String::from_utf8_lossy(&byte[..n]);
+            assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+        }
+    }
+    let logs = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        logs.contains("descriptor limit"),
+        "the budget is logged: {logs}"
+    );
+    drop(slow_broker);
+}

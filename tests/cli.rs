@@ -13,21 +13,7 @@ use std::time::Duration;
 use stsgate::config::AuthConfig;
 use stsgate::secret::Secret;
 
-use common::served::{Served, command as stsgate};
-
-fn token(data: &Path, workspace: &str) -> String {
-    let out = stsgate(data)
-        .args(["token", "--workspace", workspace])
-        .output()
-        .expect("runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stdout = String::from_utf8(out.stdout).expect("utf-8");
-    stdout.lines().last().expect("a line").to_owned()
-}
+use common::served::{Served, command as stsgate, token};
 
 fn serve(data: &Path, log: &Path) -> Served {
     Served::spawn(data, log, &[])

@@ -209,7 +209,7 @@ fn main() {
             report(mqtt::run(&scale).await);
         }
         if wanted("herd") {
-            let (lines, checks) = herd::run(&scale).await;
+            let (lines, checks) = Box::pin(herd::run(&scale)).await;
             report(lines);
             for (got, want) in checks {
                 assert!(

@@ -82,6 +82,7 @@ pub async fn run(mut config: Config, workspace: WorkspaceId) -> Report {
         } else {
             let started = store::start(
                 &config.storage.local,
+                config.storage.local.max_connections,
                 &config.data_dir,
                 &config.storage.bucket,
                 keyring.clone(),

@@ -86,6 +86,12 @@ pub struct AuditConfig {
 pub struct HttpConfig {
     /// Listen address of the HTTP API.
     pub listen: SocketAddr,
+    /// Connections open at once; at the cap the oldest one not serving a request is closed.
+    /// Scaled down at start when the process's descriptor limit cannot hold every listener's.
+    pub max_connections: usize,
+    /// Longest wait for a request's headers, and for the next request on an idle connection.
+    #[serde(with = "duration")]
+    pub header_timeout: Duration,
 }
 
 /// `[mqtt]`
@@ -249,6 +255,11 @@ pub struct LocalStoreConfig {
     /// How often expired credentials and abandoned uploads are cleaned up.
     #[serde(with = "duration")]
     pub cleanup_interval: Duration,
+    /// Connections open at once (as `http.max_connections`).
+    pub max_connections: usize,
+    /// Longest wait for a request's headers (as `http.header_timeout`).
+    #[serde(with = "duration")]
+    pub header_timeout: Duration,
 }
 
 /// `[devices]`
@@ -389,6 +400,8 @@ impl Default for HttpConfig {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 6789)),
+            max_connections: 1024,
+            header_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -459,6 +472,8 @@ impl Default for LocalStoreConfig {
             admin_secret_key: None,
             multipart_ttl: Duration::from_secs(24 * 3600),
             cleanup_interval: Duration::from_secs(60),
+            max_connections: 1024,
+            header_timeout: Duration::from_secs(10),
         }
     }
 }

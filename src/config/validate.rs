@@ -24,6 +24,7 @@ impl fmt::Display for Problem {
 /// Every problem of `config`; empty means valid.
 pub fn validate(config: &Config) -> Vec<Problem> {
     let mut p = Problems::default();
+    listeners(config, &mut p);
     mqtt(config, &mut p);
     auth(config, &mut p);
     storage(config, &mut p);
@@ -40,6 +41,24 @@ impl Problems {
             key: key.into(),
             reason: reason.into(),
         });
+    }
+}
+
+fn listeners(c: &Config, p: &mut Problems) {
+    for (prefix, max, timeout) in [
+        ("http", c.http.max_connections, c.http.header_timeout),
+        (
+            "storage.local",
+            c.storage.local.max_connections,
+            c.storage.local.header_timeout,
+        ),
+    ] {
+        if max < 16 {
+            p.add(format!("{prefix}.max_connections"), "must be at least 16");
+        }
+        if timeout < std::time::Duration::from_secs(1) {
+            p.add(format!("{prefix}.header_timeout"), "must be at least 1s");
+        }
     }
 }
 

@@ -20,6 +20,21 @@ pub fn command(data: &Path) -> Command {
     cmd
 }
 
+/// `stsgate token --workspace {workspace}` against the data dir `data`: the token it prints.
+pub fn token(data: &Path, workspace: &str) -> String {
+    let out = command(data)
+        .args(["token", "--workspace", workspace])
+        .output()
+        .expect("runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout).expect("utf-8");
+    stdout.lines().last().expect("a line").to_owned()
+}
+
 /// A `stsgate serve` child; killed if the test ends before stopping it.
 pub struct Served {
     pub child: Child,
@@ -34,7 +49,32 @@ pub struct Served {
 impl Served {
     /// `stsgate serve` with every listener on a free port, `env` added, logging to `log`.
     pub fn spawn(data: &Path, log: &Path, env: &[(&str, &str)]) -> Self {
-        let mut cmd = command(data);
+        Self::spawn_limited(data, log, env, None)
+    }
+
+    /// As [`Served::spawn`], with the process's descriptor limit (`ulimit -n`) set to
+    /// `fd_limit`, soft and hard.
+    pub fn spawn_limited(
+        data: &Path,
+        log: &Path,
+        env: &[(&str, &str)],
+        fd_limit: Option<u32>,
+    ) -> Self {
+        let mut cmd = match fd_limit {
+            Some(limit) => {
+                let mut sh = Command::new("sh");
+                sh.arg("-c")
+                    .arg(format!("ulimit -n {limit} && exec \"$0\" \"$@\""))
+                    .arg(env!("CARGO_BIN_EXE_stsgate"));
+                sh.arg("--data-dir").arg(data);
+                for (key, _) in std::env::vars().filter(|(k, _)| k.starts_with("STSGATE_")) {
+                    sh.env_remove(key);
+                }
+                sh.env_remove("RUST_LOG");
+                sh
+            }
+            None => command(data),
+        };
         cmd.args([
             "serve",
             "--http-listen",

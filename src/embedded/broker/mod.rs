@@ -84,13 +84,28 @@ pub async fn start(listen: SocketAddr, max_payload: usize) -> Result<Broker, Err
     start_with(listen, limits(max_payload)).await
 }
 
+/// As [`start`], holding at most `max_connections` connections (the service's share of the
+/// process's descriptors, see `net::budget`).
+pub async fn start_capped(
+    listen: SocketAddr,
+    max_payload: usize,
+    max_connections: usize,
+) -> Result<Broker, Error> {
+    let mut limits = limits(max_payload);
+    limits.max_connections = max_connections.min(limits.max_connections);
+    start_with(listen, limits).await
+}
+
+/// The most connections the broker holds by default.
+pub const MAX_CONNECTIONS: usize = 10_010;
+
 /// The limits for a service whose largest request payload is `max_payload` bytes.
 pub(crate) fn limits(max_payload: usize) -> Limits {
     Limits {
         // Larger than the service's own limit, so that the service sees (and logs) oversized
         // requests instead of the broker silently dropping the client.
         max_packet: max_payload.saturating_mul(4).max(256 * 1024),
-        max_connections: 10_010,
+        max_connections: MAX_CONNECTIONS,
         // The service's connection carries every dock's requests: room for a burst of this
         // many while it works through them.
         queue: 4096,

@@ -22,9 +22,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
-use s3s::service::{S3Service, S3ServiceBuilder};
+use s3s::service::S3ServiceBuilder;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -80,6 +78,7 @@ pub struct Started {
 /// the clean-up loop on `tasks`, both stopped by `shutdown`.
 pub async fn start(
     config: &LocalStoreConfig,
+    max_connections: usize,
     data_dir: &Path,
     bucket: &str,
     keyring: Arc<Keyring>,
@@ -110,7 +109,16 @@ pub async fn start(
         addr: config.listen,
         error,
     })?;
-    tasks.spawn(serve(listener, service, shutdown.clone()));
+    tasks.spawn(crate::net::serve(
+        listener,
+        service,
+        crate::net::Limits {
+            max_connections,
+            header_timeout: config.header_timeout,
+        },
+        shutdown.clone(),
+        "store",
+    ));
     tasks.spawn(cleanup::run(
         keyring,
         root.clone(),
@@ -125,29 +133,4 @@ pub async fn start(
         admin_generated,
         root,
     })
-}
-
-async fn serve(listener: tokio::net::TcpListener, service: S3Service, shutdown: CancellationToken) {
-    loop {
-        let (stream, _) = tokio::select! {
-            () = shutdown.cancelled() => return,
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(e) => {
-                    tracing::warn!(error = %e, "embedded store cannot accept a connection");
-                    continue;
-                }
-            },
-        };
-        let service = service.clone();
-        tokio::spawn(async move {
-            let connection = auto::Builder::new(TokioExecutor::new());
-            if let Err(e) = connection
-                .serve_connection(TokioIo::new(stream), service)
-                .await
-            {
-                tracing::debug!(error = %e, "embedded store connection ended with an error");
-            }
-        });
-    }
 }

@@ -1,0 +1,329 @@
+//! HTTP listeners that no client can exhaust, for the HTTP API and the embedded store alike.
+//!
+//! A client that opens a connection and then sends part of a request (or nothing) used to hold
+//! its connection, and a file descriptor, for ever: 300 of them under a 256-descriptor limit made
+//! every listener of the process unreachable. Here each listener has
+//! - a **header timeout**: a connection must deliver each request's headers within it, counted
+//!   from the connection's start or the end of the previous response (hyper's
+//!   `header_read_timeout` also covers idle keep-alive), else it is closed;
+//! - a **connection cap**: at the cap, the oldest connection that is not serving a request (slow
+//!   headers, idle keep-alive) is closed to make room for the new one, so a flood of slow clients
+//!   cannot keep a polite client out; only when every connection is busy does the listener wait;
+//! - a **share of the process's descriptors** ([`budget`]), so that one listener's flood never
+//!   starves the others, the broker, or the files the store and credential keyring open.
+//!
+//! Connections speak HTTP/1.1, which is what Pilot 2 and S3 clients use on a plain listener.
+//! This is written here rather than taken from a crate: hyper and axum give the timeout but no
+//! cap, and tower's `ConcurrencyLimit` caps requests, not connections, and cannot evict.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use hyper::body::{Body, Incoming};
+use hyper::server::conn::http1;
+use hyper::{Request, Response};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+/// Descriptors kept back for everything that is not a listener's connection: data and keyring
+/// files, upstream STS and database connections, the MQTT client, the listeners themselves.
+pub const RESERVED_FDS: usize = 64;
+/// A listener's cap is never budgeted below this.
+const MIN_CAP: usize = 16;
+/// After an accept error (out of descriptors, say), wait this long rather than spin.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+
+/// A listener's bounds.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Connections open at once.
+    pub max_connections: usize,
+    /// Longest wait for a request's headers (and for the next request on an idle connection).
+    pub header_timeout: Duration,
+}
+
+/// A boxed error, as hyper's service bounds want it.
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Serves `service` on `listener` within `limits` until `shutdown`, then lets requests in
+/// progress finish (the caller bounds how long it waits). `name` labels logs and metrics.
+pub async fn serve<S, B>(
+    listener: TcpListener,
+    service: S,
+    limits: Limits,
+    shutdown: CancellationToken,
+    name: &'static str,
+) where
+    S: hyper::service::Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    let table = Arc::new(Table::default());
+    let graceful = GracefulShutdown::new();
+    'accept: loop {
+        while table.len() >= limits.max_connections {
+            if table.evict_oldest_idle() {
+                metrics::counter!("stsgate_connections_evicted_total", "listener" => name)
+                    .increment(1);
+                continue;
+            }
+            // Every connection is serving a request: wait for one to end.
+            tokio::select! {
+                () = shutdown.cancelled() => break 'accept,
+                () = table.freed.notified() => {}
+            }
+        }
+        let stream = tokio::select! {
+            () = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    tracing::warn!(listener = name, error = %e, "cannot accept a connection");
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let open = table.open();
+        let service = Tracked {
+            inner: service.clone(),
+            busy: open.busy.clone(),
+        };
+        let connection = http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(limits.header_timeout)
+            .serve_connection(TokioIo::new(stream), service);
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            let evict = open.evict.clone();
+            tokio::select! {
+                result = connection => if let Err(e) = result {
+                    tracing::debug!(listener = name, error = %e, "connection ended with an error");
+                },
+                // Dropping the connection closes it: it was serving no request.
+                () = evict.cancelled() => {}
+            }
+            drop(open);
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+}
+
+/// How many connections each listener may hold: the configured caps, scaled down together when
+/// they do not fit in the process's descriptor limit less [`RESERVED_FDS`]. `fd_limit` is
+/// [`raise_fd_limit`]'s answer (`None`: unknown, the caps stand).
+pub fn budget(configured: &[usize], fd_limit: Option<u64>) -> Vec<usize> {
+    let wanted: usize = configured.iter().sum();
+    let Some(limit) = fd_limit.and_then(|l| usize::try_from(l).ok()) else {
+        return configured.to_vec();
+    };
+    let available = limit.saturating_sub(RESERVED_FDS);
+    if wanted <= available {
+        return configured.to_vec();
+    }
+    configured
+        .iter()
+        .map(|&cap| {
+            let share = u128::try_from(cap).unwrap_or(u128::MAX)
+                * u128::try_from(available).unwrap_or(0)
+                / u128::try_from(wanted.max(1)).unwrap_or(1);
+            usize::try_from(share).unwrap_or(cap).max(MIN_CAP).min(cap)
+        })
+        .collect()
+}
+
+/// Raises the soft limit on open descriptors to the hard limit (as Go's runtime does at start)
+/// and returns the soft limit in force; `None` if it cannot be read.
+pub fn raise_fd_limit() -> Option<u64> {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let mut limit = getrlimit(Resource::Nofile);
+    if limit.current < limit.maximum {
+        limit.current = limit.maximum;
+        if setrlimit(Resource::Nofile, limit).is_err() {
+            limit = getrlimit(Resource::Nofile);
+        }
+    }
+    // Unlimited (`None`) reads as no constraint at all.
+    Some(limit.current.unwrap_or(u64::MAX))
+}
+
+/// The open connections of one listener, oldest first.
+#[derive(Default)]
+struct Table {
+    open: Mutex<BTreeMap<u64, Entry>>,
+    next: AtomicU64,
+    freed: Notify,
+}
+
+/// One open connection as the table sees it.
+struct Entry {
+    busy: Arc<AtomicUsize>,
+    evict: CancellationToken,
+}
+
+/// A connection's place in the table, given back when dropped.
+struct Open {
+    id: u64,
+    busy: Arc<AtomicUsize>,
+    evict: CancellationToken,
+    table: Arc<Table>,
+}
+
+/// The service wrapper that marks its connection busy while a request is being served, body
+/// included.
+#[derive(Clone)]
+struct Tracked<S> {
+    inner: S,
+    busy: Arc<AtomicUsize>,
+}
+
+/// Marks one request in progress until dropped.
+struct InProgress(Arc<AtomicUsize>);
+
+// === impl Table ===
+
+impl Table {
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, Entry>> {
+        self.open.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    fn open(self: &Arc<Self>) -> Open {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let (busy, evict) = (Arc::new(AtomicUsize::new(0)), CancellationToken::new());
+        self.lock().insert(
+            id,
+            Entry {
+                busy: busy.clone(),
+                evict: evict.clone(),
+            },
+        );
+        Open {
+            id,
+            busy,
+            evict,
+            table: self.clone(),
+        }
+    }
+
+    /// Closes the oldest connection serving no request; false if every one is busy.
+    fn evict_oldest_idle(&self) -> bool {
+        let mut open = self.lock();
+        let Some(id) = open
+            .iter()
+            .find(|(_, e)| e.busy.load(Ordering::Acquire) == 0)
+            .map(|(id, _)| *id)
+        else {
+            return false;
+        };
+        if let Some(entry) = open.remove(&id) {
+            entry.evict.cancel();
+        }
+        true
+    }
+}
+
+// === impl Open ===
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.table.lock().remove(&self.id);
+        self.table.freed.notify_one();
+    }
+}
+
+// === impl Tracked ===
+
+impl<S, B> hyper::service::Service<Request<Incoming>> for Tracked<S>
+where
+    S: hyper::service::Service<Request<Incoming>, Response = Response<B>>,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    type Response = Response<http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>>;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn call(&self, request: Request<Incoming>) -> Self::Future {
+        self.busy.fetch_add(1, Ordering::AcqRel);
+        let in_progress = InProgress(self.busy.clone());
+        let response = self.inner.call(request);
+        Box::pin(async move {
+            let response = response.await.map_err(Into::into)?;
+            // The connection stays busy until the body is written (or dropped).
+            Ok(response.map(|body| {
+                body.map_frame(move |frame| {
+                    let _ = &in_progress;
+                    frame
+                })
+                .map_err(Into::into)
+                .boxed_unsync()
+            }))
+        })
+    }
+}
+
+// === impl InProgress ===
+
+impl Drop for InProgress {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn caps_stand_when_they_fit_and_shrink_together_when_they_do_not() {
+        assert_eq!(budget(&[1024, 1024], Some(1_048_576)), vec![1024, 1024]);
+        assert_eq!(budget(&[1024, 1024], None), vec![1024, 1024]);
+        // 256 descriptors: 192 to share between two listeners.
+        assert_eq!(budget(&[1024, 1024], Some(256)), vec![96, 96]);
+        assert_eq!(budget(&[1024, 1024, 1024], Some(256)), vec![64, 64, 64]);
+        // Never below the floor, never above what was configured.
+        assert_eq!(budget(&[1024, 8], Some(70)), vec![16, 8]);
+    }
+
+    #[test]
+    fn the_oldest_idle_connection_is_the_one_evicted() {
+        let table = Arc::new(Table::default());
+        let (a, b, c) = (table.open(), table.open(), table.open());
+        a.busy.fetch_add(1, Ordering::AcqRel);
+        assert_eq!(table.len(), 3);
+        assert!(table.evict_oldest_idle());
+        assert!(!a.evict.is_cancelled(), "a is serving a request");
+        assert!(b.evict.is_cancelled(), "b is the oldest idle one");
+        assert!(!c.evict.is_cancelled());
+        assert_eq!(table.len(), 2);
+        c.busy.fetch_add(1, Ordering::AcqRel);
+        assert!(!table.evict_oldest_idle(), "every remaining one is busy");
+        drop(b);
+        assert_eq!(
+            table.len(),
+            2,
+            "an evicted connection's end changes nothing"
+        );
+        drop(a);
+        assert_eq!(table.len(), 1);
+    }
+}
