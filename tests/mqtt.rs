@@ -439,3 +439,44 @@ async fn mosquitto_clients_as_a_dock_on_the_embedded_broker() {
     let said = String::from_utf8_lossy(&v5.stderr).to_lowercase();
     assert!(said.contains("protocol version"), "{said}");
 }
+
+/// Issue 11.5: with `mqtt.share_group` and the embedded broker, the filter
+/// `$share/{group}/thing/product/+/requests` was granted, `/readyz` said ready, and no request was
+/// ever answered. Now the embedded broker honours shared subscriptions: two replicas — one
+/// running the broker, one connecting to it — answer each request exactly once between them.
+#[tokio::test]
+async fn replicas_in_a_share_group_on_the_embedded_broker_answer_each_request_exactly_once() {
+    let a = Options::default()
+        .env("STSGATE_MQTT__SHARE_GROUP", "stsgate")
+        .env("STSGATE_LIMITS__DEVICE_PER_MINUTE", "0")
+        .start()
+        .await;
+    let url = format!("mqtt://{}:{}", a.service.broker.host, a.service.broker.port);
+    let b = Options::default()
+        .env("STSGATE_MQTT__URL", &url)
+        .env("STSGATE_MQTT__SHARE_GROUP", "stsgate")
+        .env("STSGATE_LIMITS__DEVICE_PER_MINUTE", "0")
+        .start()
+        .await;
+    let mut dock = common::Dock::connect(&a.service.broker, "SHAREEMB01").await;
+    let total = 40;
+    for i in 0..total {
+        dock.send(storage_config_get(&format!("s{i}"), "1")).await;
+    }
+    let mut tids = Vec::new();
+    let mut keys = BTreeSet::new();
+    for _ in 0..total {
+        let reply = dock.reply().await;
+        assert_eq!(reply["data"]["result"], 0, "{reply}");
+        tids.push(reply["tid"].as_str().unwrap().to_owned());
+        keys.insert(reply["data"]["output"]["credentials"]["access_key_id"].to_string());
+    }
+    dock.assert_silence("no request is answered twice").await;
+    tids.sort();
+    tids.dedup();
+    assert_eq!(tids.len(), total, "every request answered exactly once");
+    // Each replica has its own cache and store: two credentials mean both took a share.
+    assert_eq!(keys.len(), 2, "both replicas answered");
+    b.service.stop().await;
+    a.service.stop().await;
+}

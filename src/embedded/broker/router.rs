@@ -59,6 +59,17 @@ struct Session {
 /// Subscribers of one filter: client id → granted QoS.
 type Subscribers = HashMap<Arc<str>, QoS>;
 
+/// The members of one shared subscription (`$share/{group}/{filter}`, as MQTT 5 §4.8.2 and
+/// Mosquitto and EMQX for MQTT 3.1.1 clients): each message goes to one of them, in turn,
+/// preferring members that are connected.
+#[derive(Debug)]
+struct Group {
+    /// The filter after `$share/{group}/`.
+    filter: String,
+    members: Vec<(Arc<str>, QoS)>,
+    next: usize,
+}
+
 /// Counts, for tests and logs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Stats {
@@ -83,6 +94,8 @@ pub(super) struct Router {
     sessions: HashMap<Arc<str>, Session>,
     exact: HashMap<String, Subscribers>,
     wild: HashMap<String, Subscribers>,
+    /// Shared subscriptions, by their whole `$share/{group}/{filter}`.
+    shared: HashMap<String, Group>,
     retained: HashMap<String, Publish>,
     next_link: u64,
     dropped: u64,
@@ -95,6 +108,7 @@ impl Router {
             sessions: HashMap::new(),
             exact: HashMap::new(),
             wild: HashMap::new(),
+            shared: HashMap::new(),
             retained: HashMap::new(),
             next_link: 0,
             dropped: 0,
@@ -199,6 +213,22 @@ impl Router {
             return (granted, Vec::new());
         };
         session.filters.insert(filter.to_owned(), granted);
+        if let Some((_, real)) = topic::shared(filter) {
+            let group = self
+                .shared
+                .entry(filter.to_owned())
+                .or_insert_with(|| Group {
+                    filter: real.to_owned(),
+                    members: Vec::new(),
+                    next: 0,
+                });
+            match group.members.iter_mut().find(|(c, _)| c == client_id) {
+                Some((_, q)) => *q = granted,
+                None => group.members.push((client_id.clone(), granted)),
+            }
+            // No retained messages for a shared subscription (MQTT 5 §4.8.2).
+            return (granted, Vec::new());
+        }
         let table = if topic::has_wildcards(filter) {
             &mut self.wild
         } else {
@@ -225,7 +255,7 @@ impl Router {
     pub(super) fn unsubscribe(&mut self, client_id: &Arc<str>, filter: &str) {
         if let Some(session) = self.sessions.get_mut(client_id) {
             session.filters.remove(filter);
-            remove_subscriber(&mut self.exact, &mut self.wild, filter, client_id);
+            self.remove_subscriber(filter, client_id);
         }
     }
 
@@ -250,6 +280,13 @@ impl Router {
         for (filter, subscribers) in &self.wild {
             if topic::matches(&publish.topic, filter) {
                 add(subscribers);
+            }
+        }
+        for group in self.shared.values_mut() {
+            if topic::matches(&publish.topic, &group.filter)
+                && let Some((client, qos)) = group.pick(&self.sessions)
+            {
+                add(&HashMap::from([(client, qos)]));
             }
         }
         for (client, granted) in targets {
@@ -310,7 +347,7 @@ impl Router {
         Stats {
             sessions: self.sessions.len(),
             connected: self.sessions.values().filter(|s| s.link.is_some()).count(),
-            filters: self.exact.len() + self.wild.len(),
+            filters: self.exact.len() + self.wild.len() + self.shared.len(),
             retained: self.retained.len(),
             queued: self.sessions.values().map(|s| s.queued.len()).sum(),
             dropped: self.dropped,
@@ -337,32 +374,55 @@ impl Router {
         }
     }
 
+    fn remove_subscriber(&mut self, filter: &str, client_id: &Arc<str>) {
+        if topic::shared(filter).is_some() {
+            if let Some(group) = self.shared.get_mut(filter) {
+                group.members.retain(|(c, _)| c != client_id);
+                if group.members.is_empty() {
+                    self.shared.remove(filter);
+                }
+            }
+            return;
+        }
+        let table = if topic::has_wildcards(filter) {
+            &mut self.wild
+        } else {
+            &mut self.exact
+        };
+        if let Some(subscribers) = table.get_mut(filter) {
+            subscribers.remove(client_id);
+            if subscribers.is_empty() {
+                table.remove(filter);
+            }
+        }
+    }
+
     /// Drops a session and its subscriptions.
     fn forget(&mut self, client_id: &Arc<str>) {
         if let Some(session) = self.sessions.remove(client_id) {
             for filter in session.filters.keys() {
-                remove_subscriber(&mut self.exact, &mut self.wild, filter, client_id);
+                self.remove_subscriber(filter, client_id);
             }
         }
     }
 }
 
-fn remove_subscriber(
-    exact: &mut HashMap<String, Subscribers>,
-    wild: &mut HashMap<String, Subscribers>,
-    filter: &str,
-    client_id: &Arc<str>,
-) {
-    let table = if topic::has_wildcards(filter) {
-        wild
-    } else {
-        exact
-    };
-    if let Some(subscribers) = table.get_mut(filter) {
-        subscribers.remove(client_id);
-        if subscribers.is_empty() {
-            table.remove(filter);
-        }
+// === impl Group ===
+
+impl Group {
+    /// The member the next message goes to: the next connected one in turn, else (every member
+    /// offline) the next one, whose persistent session keeps it.
+    fn pick(&mut self, sessions: &HashMap<Arc<str>, Session>) -> Option<(Arc<str>, QoS)> {
+        let n = self.members.len();
+        let connected = (0..n).map(|i| (self.next + i) % n).find(|&i| {
+            sessions
+                .get(&self.members[i].0)
+                .is_some_and(|s| s.link.is_some())
+        });
+        let chosen = connected.unwrap_or(self.next % n.max(1));
+        let member = self.members.get(chosen).cloned()?;
+        self.next = (chosen + 1) % n;
+        Some(member)
     }
 }
 

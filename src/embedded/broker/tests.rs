@@ -564,3 +564,51 @@ fn the_fuzz_entry_handles_a_real_session_and_garbage() {
     fuzz_session(b"\x30\xff\xff\xff\x7f garbage");
     fuzz_session(&[]);
 }
+
+#[tokio::test]
+async fn a_shared_subscription_gives_each_message_to_one_member_in_turn() {
+    let broker = broker().await;
+    let (mut a, _) = Client::connect(&broker, "member-a", true).await;
+    let (mut b, _) = Client::connect(&broker, "member-b", true).await;
+    let (mut plain, _) = Client::connect(&broker, "plain", true).await;
+    let (publisher, _) = Client::connect(&broker, "publisher", true).await;
+    a.subscribe("$share/g/thing/+/requests", QoS::AtLeastOnce)
+        .await;
+    b.subscribe("$share/g/thing/+/requests", QoS::AtLeastOnce)
+        .await;
+    plain.subscribe("thing/+/requests", QoS::AtLeastOnce).await;
+    for i in 0..6 {
+        publisher
+            .publish(
+                "thing/SN1/requests",
+                QoS::AtLeastOnce,
+                false,
+                &format!("m{i}"),
+            )
+            .await;
+    }
+    let mut got = Vec::new();
+    for _ in 0..3 {
+        got.push(a.next().await.payload);
+        got.push(b.next().await.payload);
+    }
+    a.assert_silence().await;
+    b.assert_silence().await;
+    got.sort();
+    let expected: Vec<_> = (0..6)
+        .map(|i| bytes::Bytes::from(format!("m{i}")))
+        .collect();
+    assert_eq!(got, expected, "each message to exactly one member, in turn");
+    for i in 0..6 {
+        assert_eq!(plain.next().await.payload, format!("m{i}").as_bytes());
+    }
+
+    // A member that leaves gets no more; the group goes with its last member.
+    a.disconnect().await;
+    publisher
+        .publish("thing/SN1/requests", QoS::AtLeastOnce, false, "after")
+        .await;
+    assert_eq!(b.next().await.payload, "after".as_bytes());
+    b.disconnect().await;
+    wait_for(&broker, "only the plain filter left", |s| s.filters == 1).await;
+}

@@ -6,11 +6,26 @@ pub(super) fn valid_name(topic: &str) -> bool {
     !topic.is_empty() && !topic.contains(['+', '#', '\0'])
 }
 
+/// The group and the filter of a shared subscription, `$share/{group}/{filter}`; `None` for a
+/// plain filter.
+pub(super) fn shared(filter: &str) -> Option<(&str, &str)> {
+    filter.strip_prefix("$share/")?.split_once('/')
+}
+
 /// True when `filter` may be subscribed to: not empty, no NUL, `+` only as a whole level and `#`
-/// only as the whole last level.
+/// only as the whole last level; a shared subscription's group is not empty and has no
+/// wildcard, and its filter is valid.
 pub(super) fn valid_filter(filter: &str) -> bool {
     if filter.is_empty() || filter.contains('\0') {
         return false;
+    }
+    if filter.starts_with("$share/") || filter == "$share" {
+        return match shared(filter) {
+            Some((group, rest)) => {
+                !group.is_empty() && !group.contains(['+', '#']) && valid_filter(rest)
+            }
+            None => false,
+        };
     }
     let mut levels = filter.split('/').peekable();
     while let Some(level) = levels.next() {
@@ -60,7 +75,27 @@ mod tests {
         ] {
             assert!(valid_filter(good), "{good}");
         }
-        for bad in ["", "a#", "a/#/b", "a+/b", "a/b+", "##", "a/#b", "a\0b"] {
+        assert!(valid_filter("$share/stsgate/thing/product/+/requests"));
+        assert_eq!(
+            shared("$share/stsgate/thing/product/+/requests"),
+            Some(("stsgate", "thing/product/+/requests"))
+        );
+        assert_eq!(shared("thing/product/+/requests"), None);
+        for bad in [
+            "",
+            "a#",
+            "a/#/b",
+            "a+/b",
+            "a/b+",
+            "##",
+            "a/#b",
+            "a\0b",
+            "$share",
+            "$share/g",
+            "$share//a",
+            "$share/+/a",
+            "$share/g/a+",
+        ] {
             assert!(!valid_filter(bad), "{bad}");
         }
     }
