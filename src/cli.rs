@@ -175,6 +175,15 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         endpoint = service.gateway.endpoint(),
         wire = provider.wire(),
     );
+    if let Some(generated) = service.mqtt_users_generated {
+        banner.push_str(&format!(
+            "  MQTT users   docks log in as `dock` (and stsgate as `stsgate`) with the passwords in {}{}\n",
+            data_dir
+                .join(stsgate::embedded::broker::users::FILE)
+                .display(),
+            if generated { " (generated now)" } else { "" },
+        ));
+    }
     if let Some(store) = &service.store {
         banner.push_str(&format!(
             "  S3 store     http://{} (embedded), objects in {}\n",

@@ -547,3 +547,102 @@ async fn slow_clients_are_cut_off_and_cannot_starve_anyone() {
     );
     drop(slow_broker);
 }
+
+fn rss_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .expect("VmRSS");
+    kib / 1024.0
+}
+
+/// Issue 11.4: the embedded broker was bounded in messages, not bytes: 400 retained messages of
+/// 200 KiB added 90 MiB to the process, and one offline persistent session holding 1,000
+/// messages of 200 KiB another 226 MiB. The real binary on its embedded default now stays
+/// within its byte bounds (16 MiB retained, 8 MiB per session) plus noise, drops counted, and
+/// still answers a dock.
+#[tokio::test]
+async fn the_embedded_broker_is_bounded_in_bytes_whatever_clients_send() {
+    let dir = tempfile::tempdir().unwrap();
+    let served = common::served::Served::spawn(
+        &dir.path().join("data"),
+        &dir.path().join("stderr.log"),
+        &[("RUST_LOG", "warn")],
+    );
+    let pid = served.child.id();
+    let connect = |id: &str, clean: bool| {
+        let mut options = rumqttc::MqttOptions::new(id, &served.mqtt.host, served.mqtt.port);
+        options.set_clean_session(clean);
+        options.set_max_packet_size(1 << 20, 1 << 20);
+        options.set_keep_alive(std::time::Duration::from_secs(30));
+        rumqttc::AsyncClient::new(options, 16)
+    };
+    // A persistent session subscribes, then goes away.
+    {
+        let (client, mut eventloop) = connect("hoarder", false);
+        client
+            .subscribe("media/#", rumqttc::QoS::AtLeastOnce)
+            .await
+            .unwrap();
+        loop {
+            if let rumqttc::Event::Incoming(rumqttc::Packet::SubAck(_)) =
+                eventloop.poll().await.unwrap()
+            {
+                break;
+            }
+        }
+        client.disconnect().await.unwrap();
+        while eventloop.poll().await.is_ok() {}
+    }
+    let before = rss_mib(pid);
+
+    let (client, mut eventloop) = connect("flooder", true);
+    let driver = tokio::spawn(async move {
+        let mut acked = 0;
+        while acked < 1400 {
+            if let rumqttc::Event::Incoming(rumqttc::Packet::PubAck(_)) = eventloop
+                .poll()
+                .await
+                .expect("the broker keeps the flooder")
+            {
+                acked += 1;
+            }
+        }
+    });
+    let big = vec![b'z'; 200 << 10];
+    for i in 0..400 {
+        client
+            .publish(
+                format!("status/{i}"),
+                rumqttc::QoS::AtLeastOnce,
+                true,
+                big.clone(),
+            )
+            .await
+            .unwrap();
+    }
+    for _ in 0..1000 {
+        client
+            .publish("media/clip", rumqttc::QoS::AtLeastOnce, false, big.clone())
+            .await
+            .unwrap();
+    }
+    tokio::time::timeout(std::time::Duration::from_secs(60), driver)
+        .await
+        .expect("every message taken")
+        .unwrap();
+    let grown = rss_mib(pid) - before;
+    assert!(
+        grown < 48.0,
+        "the broker grew by {grown:.1} MiB for 280 MiB of messages"
+    );
+    let (_, metrics) = served.get("/metrics").await;
+    let retained = common::metric(&metrics, "stsgate_embedded_mqtt_retained_bytes", "");
+    assert!(retained <= f64::from(16 << 20), "{retained}");
+
+    let mut dock = Dock::connect(&served.mqtt, "AFTERFLOOD1").await;
+    let reply = dock.request(&storage_config_get("after-flood", "1")).await;
+    assert_eq!(reply["data"]["result"], 0, "{reply}");
+}

@@ -480,3 +480,70 @@ async fn replicas_in_a_share_group_on_the_embedded_broker_answer_each_request_ex
     b.service.stop().await;
     a.service.stop().await;
 }
+
+/// Issue 11.4: the embedded broker had no authentication, so listening anywhere but on
+/// loopback handed every dock's credentials to whoever connected. Off loopback it now refuses to
+/// start unless `mqtt.embedded_auth` is on; with it, clients log in with the users generated into
+/// the data dir (the service's own session knows its password in-process).
+#[tokio::test]
+async fn the_embedded_broker_off_loopback_needs_authentication_and_enforces_it() {
+    let data = tempfile::tempdir().unwrap();
+    let load = |listen: &str, auth: &str| {
+        stsgate::config::load(&stsgate::config::Sources {
+            file: None,
+            env: vec![
+                (
+                    "STSGATE_MQTT__EMBEDDED_LISTEN".to_owned(),
+                    listen.to_owned(),
+                ),
+                ("STSGATE_MQTT__EMBEDDED_AUTH".to_owned(), auth.to_owned()),
+            ],
+            flags: vec![("data_dir".to_owned(), data.path().display().to_string())],
+        })
+    };
+    let refused = load("0.0.0.0:1883", "false")
+        .expect_err("refused")
+        .to_string();
+    assert!(
+        refused.contains("mqtt.embedded_listen") && refused.contains("mqtt.embedded_auth"),
+        "{refused}"
+    );
+    assert!(load("0.0.0.0:1883", "true").is_ok());
+    assert!(
+        load("127.0.0.1:1883", "false").is_ok(),
+        "the laptop default"
+    );
+
+    let svc = Options::default()
+        .env("STSGATE_MQTT__EMBEDDED_AUTH", "true")
+        .start()
+        .await;
+    let users: Value = serde_json::from_slice(
+        &std::fs::read(svc.data_dir.join("mqtt_users.json")).expect("users generated"),
+    )
+    .unwrap();
+    let dock_password = users["dock"].as_str().expect("a dock user");
+    let mut dock = common::Dock::connect_as(
+        &svc.service.broker,
+        "AUTHDOCK01",
+        Some(("dock", dock_password)),
+    )
+    .await;
+    let reply = dock.request(&storage_config_get("auth", "1")).await;
+    assert_success(&reply, "auth");
+
+    // Without the password the broker says no (CONNACK 4).
+    let mut options = rumqttc::MqttOptions::new(
+        "intruder",
+        &svc.service.broker.host,
+        svc.service.broker.port,
+    );
+    options.set_credentials("dock", "guess");
+    let (_client, mut eventloop) = rumqttc::AsyncClient::new(options, 4);
+    match eventloop.poll().await {
+        Err(rumqttc::ConnectionError::ConnectionRefused(code)) => {
+            assert_eq!(code, rumqttc::ConnectReturnCode::BadUserNamePassword);
+        }
+        other => panic!("a wrong password is refused, got {other:?}"),
+    }
+}

@@ -101,8 +101,19 @@ pub struct MqttConfig {
     /// External broker, `mqtt://host:port` or `mqtts://host:port` (TLS). Unset: run the embedded
     /// broker on `embedded_listen`.
     pub url: Option<String>,
-    /// Listen address of the embedded broker (only used when `url` is unset).
+    /// Listen address of the embedded broker (only used when `url` is unset). Anything but a
+    /// loopback address needs `embedded_auth`.
     pub embedded_listen: SocketAddr,
+    /// Require a user name and password on the embedded broker: the users in
+    /// `{data_dir}/mqtt_users.json` (generated on first run: `stsgate` for the service itself,
+    /// `dock` for devices).
+    pub embedded_auth: bool,
+    /// Sessions the embedded broker keeps, online or offline.
+    pub embedded_max_sessions: usize,
+    /// Bytes of all retained messages together on the embedded broker.
+    pub embedded_max_retained_bytes: usize,
+    /// Bytes of the messages waiting for one session on the embedded broker.
+    pub embedded_max_queued_bytes: usize,
     /// Username for the external broker.
     pub username: Option<String>,
     /// Password for the external broker (environment only: `STSGATE_MQTT__PASSWORD`).
@@ -411,6 +422,10 @@ impl Default for MqttConfig {
         Self {
             url: None,
             embedded_listen: SocketAddr::from(([127, 0, 0, 1], 1883)),
+            embedded_auth: false,
+            embedded_max_sessions: crate::embedded::broker::MAX_SESSIONS,
+            embedded_max_retained_bytes: crate::embedded::broker::MAX_RETAINED_BYTES,
+            embedded_max_queued_bytes: crate::embedded::broker::MAX_QUEUED_BYTES,
             username: None,
             password: None,
             password_file: None,

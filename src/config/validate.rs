@@ -112,6 +112,35 @@ fn mqtt(c: &Config, p: &mut Problems) {
             "must be non-empty and contain no '/', '+' or '#'",
         );
     }
+    if m.url.is_none() && !m.embedded_listen.ip().is_loopback() && !m.embedded_auth {
+        p.add(
+            "mqtt.embedded_listen",
+            format!(
+                "{} is reachable from other hosts, and without authentication any client could \
+                 read every dock's credentials: set mqtt.embedded_auth = true (clients log in with \
+                 the users in {{data_dir}}/mqtt_users.json), listen on loopback, or use an \
+                 external broker (mqtt.url)",
+                m.embedded_listen
+            ),
+        );
+    }
+    for (key, value, min) in [
+        ("mqtt.embedded_max_sessions", m.embedded_max_sessions, 2),
+        (
+            "mqtt.embedded_max_retained_bytes",
+            m.embedded_max_retained_bytes,
+            0,
+        ),
+        (
+            "mqtt.embedded_max_queued_bytes",
+            m.embedded_max_queued_bytes,
+            64 * 1024,
+        ),
+    ] {
+        if value < min {
+            p.add(key, format!("must be at least {min}"));
+        }
+    }
     if m.keep_alive.as_secs() < 5 {
         p.add("mqtt.keep_alive", "must be at least 5s");
     }

@@ -79,5 +79,8 @@ pub fn embedded_broker(stats: &crate::embedded::broker::Stats) {
     gauge("stsgate_embedded_mqtt_filters", stats.filters);
     gauge("stsgate_embedded_mqtt_retained", stats.retained);
     gauge("stsgate_embedded_mqtt_queued", stats.queued);
+    gauge("stsgate_embedded_mqtt_retained_bytes", stats.retained_bytes);
+    gauge("stsgate_embedded_mqtt_queued_bytes", stats.queued_bytes);
     metrics::counter!("stsgate_embedded_mqtt_dropped_total").absolute(stats.dropped);
+    metrics::counter!("stsgate_embedded_mqtt_refused_total").absolute(stats.refused);
 }

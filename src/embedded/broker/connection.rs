@@ -1,6 +1,7 @@
 //! One client connection: CONNECT, then packets in and messages out until it closes.
 
 use std::collections::{HashSet, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -106,9 +107,35 @@ pub(super) async fn serve(stream: TcpStream, router: Arc<Mutex<Router>>, stop: C
     } else {
         Arc::from(connect.client_id.as_str())
     };
+    if let Some(users) = &limits.users
+        && !admitted(users, connect.login.as_ref())
+    {
+        tracing::info!(client = %client_id, "embedded MQTT broker: bad user name or password");
+        let _ = send(
+            &mut wr,
+            &Packet::ConnAck(ConnAck::new(ConnectReturnCode::BadUserNamePassword, false)),
+            limits.max_packet,
+        )
+        .await;
+        return;
+    }
     let (tx, mut rx) = mpsc::channel(limits.queue);
     let kick = CancellationToken::new();
-    let (link, resumed) = lock(&router).attach(&client_id, connect.clean_session, tx, kick.clone());
+    let attached = lock(&router).attach(&client_id, connect.clean_session, tx, kick.clone());
+    let Ok((link, resumed, queued)) = attached else {
+        tracing::warn!(
+            client = %client_id,
+            max_sessions = limits.max_sessions,
+            "embedded MQTT broker: session limit reached with every session connected; refused"
+        );
+        let _ = send(
+            &mut wr,
+            &Packet::ConnAck(ConnAck::new(ConnectReturnCode::ServiceUnavailable, false)),
+            limits.max_packet,
+        )
+        .await;
+        return;
+    };
     let will = connect.last_will;
 
     let mut session = Session {
@@ -119,6 +146,7 @@ pub(super) async fn serve(stream: TcpStream, router: Arc<Mutex<Router>>, stop: C
         inflight: VecDeque::new(),
         next_pkid: 0,
         received_qos2: HashSet::new(),
+        queued,
     };
     session.write(&Packet::ConnAck(ConnAck::new(
         ConnectReturnCode::Success,
@@ -215,6 +243,9 @@ struct Session {
     next_pkid: u16,
     /// QoS 2 messages received and not yet released (a repeat is not routed twice).
     received_qos2: HashSet<u16>,
+    /// Bytes routed to this connection and not yet written (QoS 0) or acknowledged (QoS 1),
+    /// shared with the router, which stops routing to it at `max_queued_bytes`.
+    queued: Arc<AtomicUsize>,
 }
 
 impl Session {
@@ -290,13 +321,18 @@ impl Session {
         result
     }
 
-    /// Sends a routed message, numbering it when it is QoS 1.
+    /// Sends a routed message (counted in `queued`), numbering it when it is QoS 1; a QoS 1
+    /// message stays counted until it is acknowledged.
     fn deliver(&mut self, mut publish: Publish) {
         if publish.qos != QoS::AtMostOnce {
             publish.pkid = self.pkid();
             self.inflight.push_back(publish.clone());
+            self.write(&Packet::Publish(publish));
+        } else {
+            let size = super::router::size(&publish);
+            self.write(&Packet::Publish(publish));
+            self.queued.fetch_sub(size, Ordering::Relaxed);
         }
-        self.write(&Packet::Publish(publish));
     }
 
     fn pkid(&mut self) -> u16 {
@@ -344,8 +380,11 @@ impl Session {
                 }
             }
             Packet::PubAck(ack) => {
-                if let Some(i) = self.inflight.iter().position(|p| p.pkid == ack.pkid) {
-                    self.inflight.remove(i);
+                if let Some(i) = self.inflight.iter().position(|p| p.pkid == ack.pkid)
+                    && let Some(acked) = self.inflight.remove(i)
+                {
+                    self.queued
+                        .fetch_sub(super::router::size(&acked), Ordering::Relaxed);
                 }
             }
             Packet::PubRel(rel) => {
@@ -372,6 +411,8 @@ impl Session {
                 }
                 self.write(&Packet::SubAck(SubAck::new(subscribe.pkid, codes)));
                 for publish in retained {
+                    self.queued
+                        .fetch_add(super::router::size(&publish), Ordering::Relaxed);
                     self.deliver(publish);
                 }
             }
@@ -386,10 +427,34 @@ impl Session {
             }
             Packet::PingReq => self.write(&Packet::PingResp),
             Packet::Disconnect => return Ok(false),
-            other => return Err(format!("unexpected packet {other:?}")),
+            // Named by type only: a CONNECT's Debug output carries its password.
+            other => return Err(format!("unexpected {} packet", packet_type(&other))),
         }
         Ok(true)
     }
+}
+
+/// The name of a packet's type, for messages that must not print its content.
+fn packet_type(packet: &Packet) -> &'static str {
+    match packet {
+        Packet::Connect(..) => "CONNECT",
+        Packet::ConnAck(_) => "CONNACK",
+        Packet::SubAck(_) => "SUBACK",
+        Packet::UnsubAck(_) => "UNSUBACK",
+        Packet::PingResp => "PINGRESP",
+        _ => "other",
+    }
+}
+
+/// Whether `login` is one of `users` (the password compared in constant time).
+fn admitted(users: &super::router::Users, login: Option<&rumqttc::Login>) -> bool {
+    let Some(login) = login else {
+        return false;
+    };
+    users
+        .0
+        .get(&login.username)
+        .is_some_and(|password| *password == crate::secret::Secret::new(login.password.clone()))
 }
 
 /// Writes one packet (a refusal before the session exists).
@@ -423,12 +488,15 @@ pub(super) fn feed(input: &[u8]) {
     let (watcher, sender): (Arc<str>, Arc<str>) = (Arc::from("watcher"), Arc::from("sender"));
     let (watcher_tx, mut watcher_rx) = mpsc::channel(64);
     let (sender_tx, _sender_rx) = mpsc::channel(64);
-    {
+    let queued = {
         let mut router = lock(&router);
-        router.attach(&watcher, true, watcher_tx, CancellationToken::new());
+        let _ = router.attach(&watcher, true, watcher_tx, CancellationToken::new());
         router.subscribe(&watcher, "#", QoS::AtLeastOnce);
-        router.attach(&sender, true, sender_tx, CancellationToken::new());
-    }
+        match router.attach(&sender, true, sender_tx, CancellationToken::new()) {
+            Ok((_, _, queued)) => queued,
+            Err(e) => panic!("two sessions are within every limit: {e:?}"),
+        }
+    };
     let _ = first_packet(input, 4096);
     let mut session = Session {
         client_id: sender,
@@ -438,6 +506,7 @@ pub(super) fn feed(input: &[u8]) {
         inflight: VecDeque::new(),
         next_pkid: 0,
         received_qos2: HashSet::new(),
+        queued,
     };
     let mut buf = BytesMut::from(input);
     let _ = session.read_all(&mut buf);

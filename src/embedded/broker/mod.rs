@@ -8,13 +8,15 @@
 //! [`SESSION_EXPIRY`] offline, and every queue has a bound (see `Limits`). Sockets run
 //! with TCP_NODELAY, so a reply does not wait for a delayed ACK.
 //!
-//! It has no topic ACLs and no authentication: any client can subscribe to another gateway's
-//! replies. Fine on loopback; production uses Mosquitto or EMQX with per-device ACLs
-//! (`mqtt.url`).
+//! It has no topic ACLs: any client that may connect can subscribe to another gateway's replies.
+//! Without `mqtt.embedded_auth` anyone may connect, which is only allowed on loopback (the
+//! laptop default); with it, clients log in with the users of [`users::FILE`]. Production
+//! uses Mosquitto or EMQX with per-device ACLs (`mqtt.url`).
 
 mod connection;
 mod router;
 mod topic;
+pub mod users;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -26,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 
 pub(crate) use router::Limits;
 use router::Router;
-pub use router::Stats;
+pub use router::{Stats, Users};
 
 /// How long a persistent session is kept while its client is away.
 pub const SESSION_EXPIRY: Duration = Duration::from_secs(3600);
@@ -84,20 +86,44 @@ pub async fn start(listen: SocketAddr, max_payload: usize) -> Result<Broker, Err
     start_with(listen, limits(max_payload)).await
 }
 
-/// As [`start`], holding at most `max_connections` connections (the service's share of the
-/// process's descriptors, see `net::budget`).
-pub async fn start_capped(
-    listen: SocketAddr,
-    max_payload: usize,
-    max_connections: usize,
-) -> Result<Broker, Error> {
-    let mut limits = limits(max_payload);
-    limits.max_connections = max_connections.min(limits.max_connections);
+/// What the service sets of the broker's bounds (from `[mqtt]` and the descriptor budget).
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// The service's `mqtt.max_payload`.
+    pub max_payload: usize,
+    /// Connections held at once (the broker's share of the process's descriptors).
+    pub max_connections: usize,
+    /// `mqtt.embedded_max_sessions`.
+    pub max_sessions: usize,
+    /// `mqtt.embedded_max_retained_bytes`.
+    pub max_retained_bytes: usize,
+    /// `mqtt.embedded_max_queued_bytes`.
+    pub max_queued_bytes: usize,
+    /// Who may connect (`mqtt.embedded_auth`); `None`: anyone.
+    pub users: Option<Arc<Users>>,
+}
+
+/// As [`start`], with the bounds and users of `settings`.
+pub async fn start_with_settings(listen: SocketAddr, settings: Settings) -> Result<Broker, Error> {
+    let mut limits = limits(settings.max_payload);
+    limits.max_connections = settings.max_connections.min(limits.max_connections);
+    limits.max_sessions = settings.max_sessions;
+    limits.max_retained_bytes = settings.max_retained_bytes;
+    limits.max_queued_bytes = settings.max_queued_bytes;
+    limits.users = settings.users;
     start_with(listen, limits).await
 }
 
 /// The most connections the broker holds by default.
 pub const MAX_CONNECTIONS: usize = 10_010;
+/// Default bound of all retained messages together, in bytes (`mqtt.embedded_max_retained_bytes`).
+pub const MAX_RETAINED_BYTES: usize = 16 << 20;
+/// Default bound of the messages waiting for one session, in bytes
+/// (`mqtt.embedded_max_queued_bytes`): the service's own session carries every dock's requests,
+/// a few hundred bytes each.
+pub const MAX_QUEUED_BYTES: usize = 8 << 20;
+/// Default number of sessions (`mqtt.embedded_max_sessions`).
+pub const MAX_SESSIONS: usize = 10_000;
 
 /// The limits for a service whose largest request payload is `max_payload` bytes.
 pub(crate) fn limits(max_payload: usize) -> Limits {
@@ -113,6 +139,10 @@ pub(crate) fn limits(max_payload: usize) -> Limits {
         offline_queue: 1000,
         session_expiry: SESSION_EXPIRY,
         max_retained: 10_000,
+        max_retained_bytes: MAX_RETAINED_BYTES,
+        max_queued_bytes: MAX_QUEUED_BYTES,
+        max_sessions: MAX_SESSIONS,
+        users: None,
         connect_timeout: Duration::from_secs(10),
     }
 }

@@ -4,10 +4,14 @@
 //! (with its subscriptions); a persistent one keeps its subscriptions and at most
 //! [`Limits::offline_queue`] QoS 1 messages while offline, and is forgotten after
 //! [`Limits::session_expiry`]. Nothing is kept per topic except retained messages, at most
-//! [`Limits::max_retained`]. Every method runs under one lock and never waits.
+//! [`Limits::max_retained`] of them and [`Limits::max_retained_bytes`] in all. Each session holds
+//! at most [`Limits::max_queued_bytes`] of messages waiting for it, online or offline, and there
+//! are at most [`Limits::max_sessions`] sessions. Every method runs under one lock and never
+//! waits.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use rumqttc::{Publish, QoS};
@@ -35,9 +39,23 @@ pub(crate) struct Limits {
     pub session_expiry: Duration,
     /// Topics with a retained message.
     pub max_retained: usize,
+    /// Bytes (topic and payload) of all retained messages together.
+    pub max_retained_bytes: usize,
+    /// Bytes of the messages waiting for one session: queued while it is offline, or routed to
+    /// its connection and not yet written (QoS 0) or acknowledged (QoS 1).
+    pub max_queued_bytes: usize,
+    /// Sessions, online or offline. At the cap the session offline the longest is forgotten
+    /// for a new one; with none offline the new connection is refused.
+    pub max_sessions: usize,
+    /// Who may connect; `None`: anyone (the loopback default).
+    pub users: Option<Arc<Users>>,
     /// How long a new connection has to send CONNECT.
     pub connect_timeout: Duration,
 }
+
+/// User name → password of the clients allowed to connect.
+#[derive(Debug, Default)]
+pub struct Users(pub HashMap<String, crate::secret::Secret>);
 
 /// The sending half of a live connection.
 #[derive(Debug)]
@@ -45,6 +63,15 @@ pub(super) struct Link {
     id: u64,
     tx: mpsc::Sender<Publish>,
     kick: CancellationToken,
+    /// Bytes routed to it and not yet written or acknowledged (the connection takes them off).
+    queued: Arc<AtomicUsize>,
+}
+
+/// Why a connection gets no session.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Refused {
+    /// `max_sessions` sessions exist and every one is connected.
+    Full,
 }
 
 #[derive(Debug)]
@@ -53,6 +80,8 @@ struct Session {
     link: Option<Link>,
     persistent: bool,
     queued: VecDeque<Publish>,
+    /// Bytes of `queued`.
+    queued_bytes: usize,
     offline_since: Option<Instant>,
 }
 
@@ -83,8 +112,14 @@ pub struct Stats {
     pub retained: usize,
     /// Messages queued for offline sessions.
     pub queued: usize,
-    /// Messages dropped because a queue was full.
+    /// Messages dropped because a queue was full, or not retained for the retained bounds.
     pub dropped: u64,
+    /// Bytes of the retained messages.
+    pub retained_bytes: usize,
+    /// Bytes queued for sessions (offline queues).
+    pub queued_bytes: usize,
+    /// Connections refused a session (`max_sessions` reached, all connected).
+    pub refused: u64,
 }
 
 /// The routing table.
@@ -97,8 +132,10 @@ pub(super) struct Router {
     /// Shared subscriptions, by their whole `$share/{group}/{filter}`.
     shared: HashMap<String, Group>,
     retained: HashMap<String, Publish>,
+    retained_bytes: usize,
     next_link: u64,
     dropped: u64,
+    refused: u64,
 }
 
 impl Router {
@@ -110,8 +147,10 @@ impl Router {
             wild: HashMap::new(),
             shared: HashMap::new(),
             retained: HashMap::new(),
+            retained_bytes: 0,
             next_link: 0,
             dropped: 0,
+            refused: 0,
         }
     }
 
@@ -120,15 +159,19 @@ impl Router {
     }
 
     /// Attaches a new connection to `client_id`'s session, closing the connection that held it.
-    /// Returns the link id and whether an earlier session was resumed; messages kept for it are
-    /// queued to `tx`.
+    /// Returns the link id, whether an earlier session was resumed, and the link's count of
+    /// bytes in flight; messages kept for it are queued to `tx`.
     pub(super) fn attach(
         &mut self,
         client_id: &Arc<str>,
         clean: bool,
         tx: mpsc::Sender<Publish>,
         kick: CancellationToken,
-    ) -> (u64, bool) {
+    ) -> Result<(u64, bool, Arc<AtomicUsize>), Refused> {
+        if !self.sessions.contains_key(client_id) && !self.make_room() {
+            self.refused += 1;
+            return Err(Refused::Full);
+        }
         self.next_link += 1;
         let id = self.next_link;
         if let Some(old) = self.sessions.get_mut(client_id).and_then(|s| s.link.take()) {
@@ -137,14 +180,24 @@ impl Router {
         if clean {
             self.forget(client_id);
         }
-        let link = Link { id, tx, kick };
+        let queued = Arc::new(AtomicUsize::new(0));
+        let link = Link {
+            id,
+            tx,
+            kick,
+            queued: queued.clone(),
+        };
         let resumed = match self.sessions.get_mut(client_id) {
             Some(session) => {
                 session.offline_since = None;
                 session.persistent = !clean;
+                session.queued_bytes = 0;
                 while let Some(publish) = session.queued.pop_front() {
+                    let size = size(&publish);
                     if link.tx.try_send(publish).is_err() {
                         self.dropped += 1;
+                    } else {
+                        queued.fetch_add(size, Ordering::Relaxed);
                     }
                 }
                 session.link = Some(link);
@@ -158,13 +211,38 @@ impl Router {
                         link: Some(link),
                         persistent: !clean,
                         queued: VecDeque::new(),
+                        queued_bytes: 0,
                         offline_since: None,
                     },
                 );
                 false
             }
         };
-        (id, resumed)
+        Ok((id, resumed, queued))
+    }
+
+    /// Below `max_sessions`, or made so by forgetting the session offline the longest.
+    fn make_room(&mut self) -> bool {
+        if self.sessions.len() < self.limits.max_sessions {
+            return true;
+        }
+        let oldest = self
+            .sessions
+            .iter()
+            .filter_map(|(id, s)| Some((s.offline_since?, id.clone())))
+            .min_by_key(|(since, _)| *since);
+        match oldest {
+            Some((_, id)) => {
+                tracing::warn!(
+                    client = %id,
+                    max_sessions = self.limits.max_sessions,
+                    "embedded MQTT broker: session limit reached; forgetting the session offline the longest"
+                );
+                self.forget(&id);
+                true
+            }
+            None => false,
+        }
     }
 
     /// The connection `link` of `client_id` closed; `unacked` are QoS 1 messages it had not
@@ -182,18 +260,19 @@ impl Router {
                 session.link = None;
                 session.offline_since = Some(Instant::now());
                 for publish in unacked.into_iter().rev() {
+                    session.queued_bytes += size(&publish);
                     session.queued.push_front(publish);
                 }
-                while session.queued.len() > self.limits.offline_queue {
-                    session.queued.pop_front();
-                    self.dropped += 1;
-                }
+                self.dropped += session.trim(&self.limits);
             }
             // Taken over: what this connection did not deliver goes to the one that took over.
             Some(current) if session.persistent => {
                 for publish in unacked {
+                    let size = size(&publish);
                     if current.tx.try_send(publish).is_err() {
                         self.dropped += 1;
+                    } else {
+                        current.queued.fetch_add(size, Ordering::Relaxed);
                     }
                 }
             }
@@ -298,9 +377,25 @@ impl Router {
             copy.retain = false;
             copy.dup = false;
             copy.pkid = 0;
+            let size = size(&copy);
             match &session.link {
+                Some(link)
+                    if link.queued.load(Ordering::Relaxed) + size
+                        > self.limits.max_queued_bytes =>
+                {
+                    self.dropped += 1;
+                    if self.dropped.is_power_of_two() {
+                        tracing::warn!(
+                            client = %client,
+                            dropped = self.dropped,
+                            "embedded MQTT broker: a client's queued bytes are at the limit; messages dropped"
+                        );
+                    }
+                }
                 Some(link) => match link.tx.try_send(copy) {
-                    Ok(()) => {}
+                    Ok(()) => {
+                        link.queued.fetch_add(size, Ordering::Relaxed);
+                    }
                     Err(TrySendError::Full(_)) => {
                         self.dropped += 1;
                         if self.dropped.is_power_of_two() {
@@ -316,10 +411,8 @@ impl Router {
                 },
                 None if copy.qos == QoS::AtLeastOnce => {
                     session.queued.push_back(copy);
-                    if session.queued.len() > self.limits.offline_queue {
-                        session.queued.pop_front();
-                        self.dropped += 1;
-                    }
+                    session.queued_bytes += size;
+                    self.dropped += session.trim(&self.limits);
                 }
                 None => {}
             }
@@ -351,24 +444,35 @@ impl Router {
             retained: self.retained.len(),
             queued: self.sessions.values().map(|s| s.queued.len()).sum(),
             dropped: self.dropped,
+            retained_bytes: self.retained_bytes,
+            queued_bytes: self.sessions.values().map(|s| s.queued_bytes).sum(),
+            refused: self.refused,
         }
     }
 
     fn retain(&mut self, publish: &Publish) {
+        let old = self.retained.get(&publish.topic).map_or(0, size);
         if publish.payload.is_empty() {
             self.retained.remove(&publish.topic);
-        } else if self.retained.len() < self.limits.max_retained
-            || self.retained.contains_key(&publish.topic)
-        {
+            self.retained_bytes -= old;
+            return;
+        }
+        let new = size(publish);
+        let fits_count = self.retained.len() < self.limits.max_retained
+            || self.retained.contains_key(&publish.topic);
+        let fits_bytes = self.retained_bytes - old + new <= self.limits.max_retained_bytes;
+        if fits_count && fits_bytes {
             let mut kept = publish.clone();
             kept.pkid = 0;
             kept.dup = false;
             self.retained.insert(publish.topic.clone(), kept);
+            self.retained_bytes = self.retained_bytes - old + new;
         } else {
             self.dropped += 1;
             tracing::warn!(
                 topic = %publish.topic,
                 max = self.limits.max_retained,
+                max_bytes = self.limits.max_retained_bytes,
                 "embedded MQTT broker: retained-message limit reached; not retained"
             );
         }
@@ -405,6 +509,30 @@ impl Router {
             }
         }
     }
+}
+
+// === impl Session ===
+
+impl Session {
+    /// Drops the oldest queued messages beyond the count and byte bounds; returns how many.
+    fn trim(&mut self, limits: &Limits) -> u64 {
+        let mut dropped = 0;
+        while self.queued.len() > limits.offline_queue
+            || self.queued_bytes > limits.max_queued_bytes
+        {
+            let Some(oldest) = self.queued.pop_front() else {
+                break;
+            };
+            self.queued_bytes -= size(&oldest);
+            dropped += 1;
+        }
+        dropped
+    }
+}
+
+/// What a message costs to hold: its topic and payload.
+pub(super) fn size(publish: &Publish) -> usize {
+    publish.topic.len() + publish.payload.len()
 }
 
 // === impl Group ===

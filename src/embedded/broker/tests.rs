@@ -612,3 +612,136 @@ async fn a_shared_subscription_gives_each_message_to_one_member_in_turn() {
     b.disconnect().await;
     wait_for(&broker, "only the plain filter left", |s| s.filters == 1).await;
 }
+
+/// A client whose own packet limit lets 200 KiB messages through.
+async fn large(broker: &Broker, id: &str, clean: bool) -> (Client, bool) {
+    Client::connect_with(broker, id, |o| {
+        o.set_clean_session(clean);
+        o.set_max_packet_size(1 << 20, 1 << 20);
+    })
+    .await
+}
+
+/// The return code of the CONNACK the broker answers a raw CONNECT with.
+async fn connack_code(broker: &Broker, id: &str, login: Option<(&str, &str)>) -> u8 {
+    let mut connect = rumqttc::Connect::new(id);
+    if let Some((user, password)) = login {
+        connect.set_login(user, password);
+    }
+    let mut stream = tokio::net::TcpStream::connect(broker.addr())
+        .await
+        .expect("connect");
+    stream
+        .write_all(&bytes(&Packet::Connect(connect)))
+        .await
+        .expect("write");
+    let mut ack = [0_u8; 4];
+    tokio::time::timeout(WAIT, stream.read_exact(&mut ack))
+        .await
+        .expect("CONNACK in time")
+        .expect("CONNACK");
+    assert_eq!(ack[0], 0x20, "a CONNACK: {ack:?}");
+    ack[3]
+}
+
+/// Issue 11.4: 400 retained messages of 200 KiB added 90 MiB; now all retained messages
+/// together are bounded in bytes, and what does not fit is not retained (counted).
+#[tokio::test]
+async fn retained_messages_are_bounded_in_bytes() {
+    let broker = broker_with(|l| l.max_retained_bytes = 1 << 20).await;
+    let (publisher, _) = large(&broker, "pub", true).await;
+    let big = "x".repeat(200 << 10);
+    for i in 0..20 {
+        publisher
+            .publish(&format!("status/{i}"), QoS::AtLeastOnce, true, &big)
+            .await;
+    }
+    // Five of 200 KiB (and their topics) fit in 1 MiB.
+    wait_for(&broker, "15 refused", |s| s.dropped >= 15).await;
+    let stats = broker.stats();
+    assert!(stats.retained_bytes <= 1 << 20, "{stats:?}");
+    assert_eq!(stats.retained, 5, "{stats:?}");
+    // Clearing one makes room for another.
+    publisher
+        .publish("status/0", QoS::AtLeastOnce, true, "")
+        .await;
+    publisher
+        .publish("status/new", QoS::AtLeastOnce, true, &big)
+        .await;
+    wait_for(&broker, "replaced", |s| s.retained == 5 && s.dropped == 15).await;
+}
+
+/// Issue 11.4: one offline persistent session holding 1,000 messages of 200 KiB added 226 MiB;
+/// now a session's waiting messages are bounded in bytes, the oldest dropped first.
+#[tokio::test]
+async fn an_offline_sessions_queue_is_bounded_in_bytes() {
+    let broker = broker_with(|l| l.max_queued_bytes = 1 << 20).await;
+    let (mut away, _) = Client::connect(&broker, "away", false).await;
+    away.subscribe("media/#", QoS::AtLeastOnce).await;
+    away.vanish().await;
+    wait_for(&broker, "offline", |s| s.connected == 0).await;
+    let (publisher, _) = large(&broker, "pub", true).await;
+    let big = "y".repeat(200 << 10);
+    for i in 0..50 {
+        publisher
+            .publish(
+                "media/clip",
+                QoS::AtLeastOnce,
+                false,
+                &format!("{i:02}{big}"),
+            )
+            .await;
+    }
+    wait_for(&broker, "dropped past the bound", |s| s.dropped >= 45).await;
+    let stats = broker.stats();
+    assert!(stats.queued_bytes <= 1 << 20, "{stats:?}");
+    let (mut back, present) = large(&broker, "away", false).await;
+    assert!(present);
+    let first = back.next().await;
+    assert_eq!(&first.payload[..2], b"45", "the newest are kept");
+}
+
+/// Issue 11.4: the number of sessions had no bound. At the cap a new client takes the place of
+/// the session offline the longest; with every session connected it is refused (CONNACK 3).
+#[tokio::test]
+async fn sessions_are_bounded() {
+    let broker = broker_with(|l| l.max_sessions = 3).await;
+    let (_a, _) = Client::connect(&broker, "a", true).await;
+    let (away, _) = Client::connect(&broker, "away", false).await;
+    let (_c, _) = Client::connect(&broker, "c", true).await;
+    assert_eq!(
+        connack_code(&broker, "d", None).await,
+        3,
+        "server unavailable"
+    );
+    assert_eq!(broker.stats().refused, 1);
+    away.vanish().await;
+    wait_for(&broker, "away offline", |s| s.connected == 2).await;
+    let (_d, present) = Client::connect(&broker, "d", true).await;
+    assert!(!present);
+    assert_eq!(broker.stats().sessions, 3, "the offline session made room");
+}
+
+/// Issue 11.4: with users configured, a client must log in as one of them.
+#[tokio::test]
+async fn with_users_a_client_must_log_in() {
+    let users = Users(
+        [("dock".to_owned(), crate::secret::Secret::new("s3cret"))]
+            .into_iter()
+            .collect(),
+    );
+    let broker = broker_with(|l| l.users = Some(Arc::new(users))).await;
+    assert_eq!(connack_code(&broker, "anon", None).await, 4);
+    assert_eq!(
+        connack_code(&broker, "wrong", Some(("dock", "guess"))).await,
+        4
+    );
+    assert_eq!(
+        connack_code(&broker, "who", Some(("nobody", "s3cret"))).await,
+        4
+    );
+    assert_eq!(
+        connack_code(&broker, "ok", Some(("dock", "s3cret"))).await,
+        0
+    );
+}
