@@ -202,6 +202,10 @@ pub struct AuthConfig {
     /// Clock-skew tolerance for `exp`/`nbf`.
     #[serde(with = "duration")]
     pub leeway: Duration,
+    /// Longest lifetime accepted for a token (`exp` after `iat`, or after now without `iat`);
+    /// unset: any. Bounds what a leaked token is worth.
+    #[serde(default, with = "duration::optional")]
+    pub max_token_lifetime: Option<Duration>,
 }
 
 /// `[storage]`
@@ -453,6 +457,7 @@ impl Default for AuthConfig {
             jwks_url: None,
             jwks_refetch_after: crate::auth::REFETCH_AFTER,
             leeway: Duration::from_secs(60),
+            max_token_lifetime: None,
         }
     }
 }

@@ -69,6 +69,8 @@ pub struct Verifier {
     /// its signature and claims again is most of what a cache hit costs (see BENCHMARKS.md).
     /// Shared, so that a hit copies no string.
     verified: std::sync::Mutex<HashMap<Box<str>, Remembered>>,
+    /// `auth.max_token_lifetime`, in seconds.
+    max_lifetime: Option<u64>,
 }
 
 /// A verified token's claims and when they were verified.
@@ -125,6 +127,7 @@ impl Verifier {
             public,
             validation,
             verified: std::sync::Mutex::default(),
+            max_lifetime: config.max_token_lifetime.map(|d| d.as_secs()),
         })
     }
 
@@ -203,9 +206,29 @@ impl Verifier {
                 )));
             }
         };
-        claims
+        let claims = claims
             .map(|data| data.claims)
-            .map_err(|e| classify(e.kind()))
+            .map_err(|e| classify(e.kind()))?;
+        self.check_lifetime(&claims)?;
+        Ok(claims)
+    }
+
+    /// Refuses a token that lives longer than `auth.max_token_lifetime`, counted from its `iat`
+    /// (or from now, when it has none).
+    fn check_lifetime(&self, claims: &Claims) -> Result<(), Error> {
+        let Some(max) = self.max_lifetime else {
+            return Ok(());
+        };
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let lifetime = claims.exp.saturating_sub(claims.iat.unwrap_or(now));
+        if lifetime > max.saturating_add(self.validation.leeway) {
+            return Err(Error::Claims(format!(
+                "the token lives {lifetime} s, longer than auth.max_token_lifetime ({max} s)"
+            )));
+        }
+        Ok(())
     }
 }
 

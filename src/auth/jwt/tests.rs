@@ -136,3 +136,24 @@ async fn a_remembered_token_still_expires_on_time() {
     tokio::time::sleep(Duration::from_millis(2100)).await;
     assert!(matches!(verifier.verify(&token).await, Err(Error::Expired)));
 }
+
+#[tokio::test]
+async fn a_token_that_lives_longer_than_the_maximum_is_refused() {
+    let config = AuthConfig {
+        max_token_lifetime: Some(Duration::from_secs(24 * 3600)),
+        ..AuthConfig::default()
+    };
+    let secret = Secret::new("CloudApiSample");
+    let strict = Verifier::new(&secret, &config).expect("verifier");
+    // The demo token is valid until 2100.
+    match strict.verify(DEMO_VALID).await {
+        Err(Error::Claims(why)) => assert!(why.contains("max_token_lifetime"), "{why}"),
+        other => panic!("refused for its lifetime, got {other:?}"),
+    }
+    let day = mint(&secret, "ws", "pilot", Duration::from_secs(3600), None).expect("minted");
+    assert!(strict.verify(&day).await.is_ok(), "an hour is within a day");
+    assert!(
+        verifier(None).verify(DEMO_VALID).await.is_ok(),
+        "unset: any"
+    );
+}
