@@ -491,17 +491,8 @@ async fn slow_clients_are_cut_off_and_cannot_starve_anyone() {
     let started = tokio::time::Instant::now();
     let (status, _) = served.get("/healthz").await;
     assert_eq!(status, 200, "/healthz");
-    let response = reqwest::Client::new()
-        .post(format!(
-            "http://{}/storage/api/v1/workspaces/default/sts",
-            served.http
-        ))
-        .header("x-auth-token", &token)
-        .send()
-        .await
-        .expect("Pilot 2 is answered");
-    assert_eq!(response.status(), 200);
-    let body: Value = response.json().await.unwrap();
+    let (status, body) = served.sts("default", &token).await;
+    assert_eq!(status, 200, "Pilot 2 is answered: {body}");
     common::device_s3(&body["data"])
         .put_object()
         .bucket("media")

@@ -56,17 +56,8 @@ async fn serve_runs_the_embedded_default_and_stops_on_sigterm() {
     let log = dir.path().join("stderr.log");
     let token = token(&data, "default");
     let mut served = serve(&data, &log);
-    let response = reqwest::Client::new()
-        .post(format!(
-            "http://{}/storage/api/v1/workspaces/default/sts",
-            served.http
-        ))
-        .header("x-auth-token", &token)
-        .send()
-        .await
-        .expect("answer");
-    assert_eq!(response.status(), 200);
-    let body: serde_json::Value = response.json().await.expect("json");
+    let (status, body) = served.sts("default", &token).await;
+    assert_eq!(status, 200, "{body}");
     let secret = body["data"]["credentials"]["access_key_secret"]
         .as_str()
         .expect("secret")
@@ -283,29 +274,11 @@ async fn no_secret_reaches_the_log_at_trace_level() {
     let log = dir.path().join("stderr.log");
     let token = token(&data, "default");
     let served = Served::spawn(&data, &log, &[("RUST_LOG", "trace")]);
-    let http = reqwest::Client::new();
-    let url = format!(
-        "http://{}/storage/api/v1/workspaces/default/sts",
-        served.http
-    );
-    let body: serde_json::Value = http
-        .post(&url)
-        .header("x-auth-token", &token)
-        .send()
-        .await
-        .expect("answer")
-        .json()
-        .await
-        .expect("json");
+    let (status, body) = served.sts("default", &token).await;
+    assert_eq!(status, 200, "{body}");
     let config = body["data"].clone();
     let forged = format!("{}x", &token[..token.len() - 1]);
-    let refused = http
-        .post(&url)
-        .header("x-auth-token", &forged)
-        .send()
-        .await
-        .expect("answer");
-    assert_eq!(refused.status(), 401);
+    assert_eq!(served.sts("default", &forged).await.0, 401);
     let mut dock = common::Dock::connect(&served.mqtt, "TRACE0001").await;
     let reply = dock
         .request(&common::storage_config_get("trace", "1"))

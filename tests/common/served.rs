@@ -144,6 +144,25 @@ impl Served {
         (status, response.text().await.unwrap_or_default())
     }
 
+    /// Pilot 2's request for `workspace` with `token`: status and JSON body.
+    pub async fn sts(
+        &self,
+        workspace: &str,
+        token: &str,
+    ) -> (reqwest::StatusCode, serde_json::Value) {
+        let response = reqwest::Client::new()
+            .post(format!(
+                "http://{}/storage/api/v1/workspaces/{workspace}/sts",
+                self.http
+            ))
+            .header("x-auth-token", token)
+            .send()
+            .await
+            .expect("the HTTP API answers");
+        let status = response.status();
+        (status, response.json().await.unwrap_or_default())
+    }
+
     /// Waits until `/readyz` says 200 (the MQTT session is subscribed), at most `within`.
     pub async fn wait_ready(&self, within: Duration) -> bool {
         let deadline = tokio::time::Instant::now() + within;

@@ -69,17 +69,17 @@ pub(super) async fn serve(stream: TcpStream, router: Arc<Mutex<Router>>, stop: C
     let connect = match first {
         Ok(Ok(Packet::Connect(connect))) => connect,
         Ok(Ok(other)) => {
-            tracing::debug!(?other, "embedded MQTT broker: first packet is not CONNECT");
+            tracing::debug!(
+                packet = packet_type(&other),
+                "embedded MQTT broker: first packet is not CONNECT"
+            );
             return;
         }
         Ok(Err(Refusal::Version(level))) => {
             tracing::debug!(level, "embedded MQTT broker: protocol level not supported");
-            let _ = send(
+            refuse(
                 &mut wr,
-                &Packet::ConnAck(ConnAck::new(
-                    ConnectReturnCode::RefusedProtocolVersion,
-                    false,
-                )),
+                ConnectReturnCode::RefusedProtocolVersion,
                 limits.max_packet,
             )
             .await;
@@ -93,12 +93,7 @@ pub(super) async fn serve(stream: TcpStream, router: Arc<Mutex<Router>>, stop: C
     };
 
     if connect.client_id.is_empty() && !connect.clean_session {
-        let _ = send(
-            &mut wr,
-            &Packet::ConnAck(ConnAck::new(ConnectReturnCode::BadClientId, false)),
-            limits.max_packet,
-        )
-        .await;
+        refuse(&mut wr, ConnectReturnCode::BadClientId, limits.max_packet).await;
         return;
     }
     let client_id: Arc<str> = if connect.client_id.is_empty() {
@@ -111,9 +106,9 @@ pub(super) async fn serve(stream: TcpStream, router: Arc<Mutex<Router>>, stop: C
         && !admitted(users, connect.login.as_ref())
     {
         tracing::info!(client = %client_id, "embedded MQTT broker: bad user name or password");
-        let _ = send(
+        refuse(
             &mut wr,
-            &Packet::ConnAck(ConnAck::new(ConnectReturnCode::BadUserNamePassword, false)),
+            ConnectReturnCode::BadUserNamePassword,
             limits.max_packet,
         )
         .await;
@@ -128,9 +123,9 @@ pub(super) async fn serve(stream: TcpStream, router: Arc<Mutex<Router>>, stop: C
             max_sessions = limits.max_sessions,
             "embedded MQTT broker: session limit reached with every session connected; refused"
         );
-        let _ = send(
+        refuse(
             &mut wr,
-            &Packet::ConnAck(ConnAck::new(ConnectReturnCode::ServiceUnavailable, false)),
+            ConnectReturnCode::ServiceUnavailable,
             limits.max_packet,
         )
         .await;
@@ -455,6 +450,11 @@ fn admitted(users: &super::router::Users, login: Option<&rumqttc::Login>) -> boo
         .0
         .get(&login.username)
         .is_some_and(|password| *password == crate::secret::Secret::new(login.password.clone()))
+}
+
+/// Answers a CONNECT with a refusal.
+async fn refuse(wr: &mut OwnedWriteHalf, code: ConnectReturnCode, max_packet: usize) {
+    let _ = send(wr, &Packet::ConnAck(ConnAck::new(code, false)), max_packet).await;
 }
 
 /// Writes one packet (a refusal before the session exists).
