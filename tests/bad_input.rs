@@ -540,10 +540,19 @@ async fn slow_clients_are_cut_off_and_cannot_starve_anyone() {
 }
 
 fn rss_mib(pid: u32) -> f64 {
+    status_mib(pid, "VmRSS:")
+}
+
+/// The highest RSS the process has had (`VmHWM`): catches what was held for a moment only.
+fn peak_rss_mib(pid: u32) -> f64 {
+    status_mib(pid, "VmHWM:")
+}
+
+fn status_mib(pid: u32, field: &str) -> f64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     let kib: f64 = status
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
         .expect("VmRSS");
     kib / 1024.0
@@ -636,4 +645,71 @@ async fn the_embedded_broker_is_bounded_in_bytes_whatever_clients_send() {
     let mut dock = Dock::connect(&served.mqtt, "AFTERFLOOD1").await;
     let reply = dock.request(&storage_config_get("after-flood", "1")).await;
     assert_eq!(reply["data"]["result"], 0, "{reply}");
+}
+
+/// Issue 12.4: an anonymous 200 MiB form upload (PostObject) grew the process from 20 to
+/// 207 MiB before its 403: the S3 library reads the form's file into memory before the access
+/// check. It is now refused from its headers, and the body is never read.
+#[tokio::test]
+async fn an_anonymous_form_upload_is_refused_without_reading_it() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    let served = common::served::Served::spawn(
+        &dir.path().join("data"),
+        &dir.path().join("stderr.log"),
+        &[("RUST_LOG", "warn")],
+    );
+    let pid = served.child.id();
+    let before = peak_rss_mib(pid);
+    let store = served.store.clone().expect("the embedded store");
+    let boundary = "stsgateformboundary";
+    let head = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"key\"\r\n\r\nfree/upload.bin\r\n\
+         --{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"x\"\r\n\
+         Content-Type: application/octet-stream\r\n\r\n"
+    );
+    let size: usize = 200 << 20;
+    let tail = format!("\r\n--{boundary}--\r\n");
+    let mut stream = tokio::net::TcpStream::connect(&store).await.unwrap();
+    stream
+        .write_all(
+            format!(
+                "POST /media HTTP/1.1\r\nHost: {store}\r\n\
+                 Content-Type: multipart/form-data; boundary={boundary}\r\n\
+                 Content-Length: {}\r\n\r\n{head}",
+                head.len() + size + tail.len()
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+    // Send the file until the store stops taking it (it answers and closes) or it is all sent.
+    let chunk = vec![b'f'; 1 << 20];
+    let mut sent = 0;
+    while sent < size {
+        if stream.write_all(&chunk).await.is_err() {
+            break;
+        }
+        sent += chunk.len();
+    }
+    let _ = stream.write_all(tail.as_bytes()).await;
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        stream.read_to_end(&mut answer),
+    )
+    .await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(
+        answer.starts_with("HTTP/1.1 403") && answer.contains("AccessDenied"),
+        "refused: {answer}"
+    );
+    let grown = peak_rss_mib(pid) - before;
+    assert!(
+        grown < 8.0,
+        "the store grew by {grown:.1} MiB for a refused form"
+    );
+    // And still serves.
+    let (status, _) = served.get("/healthz").await;
+    assert_eq!(status, 200);
 }

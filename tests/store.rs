@@ -399,6 +399,23 @@ async fn an_expired_credential_is_refused() {
     tokio::time::sleep(Duration::from_millis(3200)).await;
     let late = put(&client, "media", "ws-exp/late.jpg", b"x").await;
     assert_eq!(late.map_err(|e| e.1), Err("ExpiredToken".to_owned()));
+
+    // Issue 12.5: still `ExpiredToken` (which makes a dock ask for a new credential) after a
+    // clean-up pass and a restart; it used to become `InvalidAccessKeyId` once the clean-up had
+    // forgotten the credential.
+    let keyring = stsgate::issuer::local::Keyring::open(&svc.data_dir.join("credentials")).unwrap();
+    stsgate::embedded::store::sweep(
+        &keyring,
+        &svc.data_dir.join("objects"),
+        Duration::from_secs(3600),
+        std::time::SystemTime::now(),
+    );
+    let data = svc.stop().await;
+    let svc = Options::default().data(data).start().await;
+    let mut moved = config.clone();
+    moved["endpoint"] = Value::String(svc.store_url());
+    let after = put(&device_s3(&moved), "media", "ws-exp/after.jpg", b"x").await;
+    assert_eq!(after.map_err(|e| e.1), Err("ExpiredToken".to_owned()));
 }
 
 #[tokio::test]

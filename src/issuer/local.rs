@@ -21,7 +21,7 @@ pub struct LocalIssuer {
     keyring: Arc<Keyring>,
 }
 
-/// Every credential minted and not yet expired, by access key id.
+/// Every credential minted and not forgotten (see [`REMEMBER_EXPIRED`]), by access key id.
 #[derive(Debug)]
 pub struct Keyring {
     dir: PathBuf,
@@ -120,6 +120,12 @@ impl Minted {
         now >= self.expiration
     }
 
+    /// Whether the credential expired more than [`REMEMBER_EXPIRED`] before `now`, and may be
+    /// forgotten.
+    pub fn forgettable(&self, now: SystemTime) -> bool {
+        now >= self.expiration + REMEMBER_EXPIRED
+    }
+
     fn record(&self) -> Record {
         Record {
             access_key_id: self.access_key_id.clone(),
@@ -167,7 +173,7 @@ impl Keyring {
                 continue;
             }
             match read_record(&path) {
-                Ok(m) if m.expired(now) => remove_quietly(&path),
+                Ok(m) if m.forgettable(now) => remove_quietly(&path),
                 Ok(m) => {
                     keys.insert(m.access_key_id.clone(), Arc::new(m));
                 }
@@ -219,12 +225,14 @@ impl Keyring {
         self.len() == 0
     }
 
-    /// Forgets and deletes every credential expired at `now`; returns how many.
+    /// Forgets and deletes every credential that expired more than [`REMEMBER_EXPIRED`] before
+    /// `now`; returns how many. (Until then a device using it is told `ExpiredToken`, which
+    /// makes it ask for a new one, rather than `InvalidAccessKeyId`.)
     pub fn purge_expired(&self, now: SystemTime) -> usize {
         let mut keys = self.keys.write().unwrap_or_else(|e| e.into_inner());
         let before = keys.len();
         keys.retain(|ak, m| {
-            let keep = !m.expired(now);
+            let keep = !m.forgettable(now);
             if !keep {
                 remove_quietly(&self.record_path(ak));
             }
@@ -246,6 +254,10 @@ impl Keyring {
         self.dir.join(format!("{access_key_id}.json"))
     }
 }
+
+/// How long an expired credential is still known (and answered `ExpiredToken`) before the
+/// clean-up forgets it, in memory and on disk, across restarts.
+pub const REMEMBER_EXPIRED: Duration = Duration::from_secs(24 * 3600);
 
 /// The shape of the ids this issuer mints ("ASIA" and 16 base32 characters): anything else never
 /// reaches the file system.
@@ -343,14 +355,21 @@ mod tests {
         let keyring = Arc::new(Keyring::open(dir.path()).expect("open"));
         let issuer = LocalIssuer::new(keyring.clone());
         let short = issuer.issue(&request("a", 0)).await.expect("issued");
-        let long = issuer.issue(&request("b", 3600)).await.expect("issued");
+        let long = issuer
+            .issue(&request("b", 3 * 24 * 3600))
+            .await
+            .expect("issued");
         assert_eq!(keyring.len(), 2);
-        assert_eq!(
-            Keyring::open(dir.path()).expect("reopen").len(),
-            1,
-            "expired record not loaded"
-        );
-        assert_eq!(keyring.purge_expired(SystemTime::now()), 1);
+        // Expired, but remembered for a day: across a restart and a clean-up it still reads as
+        // expired, not unknown.
+        let reopened = Keyring::open(dir.path()).expect("reopen");
+        assert_eq!(reopened.len(), 2, "an expired record is still loaded");
+        assert_eq!(keyring.purge_expired(SystemTime::now()), 0);
+        let known = keyring.get(&short.access_key_id).expect("still known");
+        assert!(known.expired(SystemTime::now()));
+        // A day later it is forgotten.
+        let later = SystemTime::now() + REMEMBER_EXPIRED + Duration::from_secs(1);
+        assert_eq!(keyring.purge_expired(later), 1);
         assert!(keyring.get(&short.access_key_id).is_none());
         assert!(keyring.get(&long.access_key_id).is_some());
         let files = std::fs::read_dir(dir.path()).expect("dir").count();

@@ -17,6 +17,7 @@ pub mod access;
 mod admin;
 mod auth;
 mod cleanup;
+mod post_object;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -111,7 +112,7 @@ pub async fn start(
     })?;
     tasks.spawn(crate::net::serve(
         listener,
-        service,
+        post_object::RefusePostObject(service),
         crate::net::Limits {
             max_connections,
             header_timeout: config.header_timeout,
