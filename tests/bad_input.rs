@@ -444,7 +444,7 @@ async fn malformed_http_requests_each_get_their_defined_answer() {
 #[tokio::test]
 async fn slow_clients_are_cut_off_and_cannot_starve_anyone() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    const HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
+    const HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let log = dir.path().join("stderr.log");
@@ -453,8 +453,8 @@ async fn slow_clients_are_cut_off_and_cannot_starve_anyone() {
         &data,
         &log,
         &[
-            ("STSGATE_HTTP__HEADER_TIMEOUT", "3s"),
-            ("STSGATE_STORAGE__LOCAL__HEADER_TIMEOUT", "3s"),
+            ("STSGATE_HTTP__HEADER_TIMEOUT", "5s"),
+            ("STSGATE_STORAGE__LOCAL__HEADER_TIMEOUT", "5s"),
             ("RUST_LOG", "info"),
         ],
         Some(256),
