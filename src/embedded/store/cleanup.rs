@@ -1,7 +1,7 @@
-//! Background clean-up of the embedded store: forget expired minted credentials, remove multipart
-//! uploads abandoned for longer than `storage.local.multipart_ttl` (their parts would otherwise
-//! fill the disk, since a dock that loses power never aborts), and remove the metadata files
-//! s3s-fs 0.14 leaves behind when an object is deleted.
+//! Background clean-up of the embedded store: forget credentials expired for more than a day,
+//! remove multipart uploads with no activity for longer than `storage.local.multipart_ttl` (their
+//! parts would otherwise fill the disk, since a dock that loses power never aborts), and remove
+//! the metadata files s3s-fs 0.14 leaves behind when an object is deleted.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -79,25 +79,25 @@ pub async fn run(
     }
 }
 
-/// Upload ids whose `.upload-{id}.json` (written by s3s-fs at CreateMultipartUpload) is older
-/// than the TTL, and metadata files (`.bucket-{b64}.object-{b64}.{metadata,internal}.json`) whose
+/// Upload ids whose last activity — the newest of their record (`.upload-{id}.json`, written by
+/// s3s-fs at CreateMultipartUpload) and their parts (`.upload_id-{id}.part-{n}`) — is older than
+/// the TTL, so that an upload still receiving parts is never removed mid-way; parts whose record
+/// is gone (s3s-fs deletes it when it refuses a Complete) count as an upload of their own and go
+/// the same way. And metadata files (`.bucket-{b64}.object-{b64}.{metadata,internal}.json`) whose
 /// object no longer exists.
 fn scan(root: &Path, ttl: Duration, now: SystemTime) -> std::io::Result<Scan> {
     let mut found = Scan::default();
+    let mut last_activity: std::collections::HashMap<String, SystemTime> =
+        std::collections::HashMap::new();
     for entry in std::fs::read_dir(root)? {
         let entry = entry?;
         let name = entry.file_name();
         let Some(name) = name.to_str() else { continue };
-        let age = now
-            .duration_since(entry.metadata()?.modified()?)
-            .unwrap_or_default();
-        if let Some(id) = name
-            .strip_prefix(".upload-")
-            .and_then(|n| n.strip_suffix(".json"))
-        {
-            if age > ttl {
-                found.uploads.push(id.to_owned());
-            }
+        let modified = entry.metadata()?.modified()?;
+        let age = now.duration_since(modified).unwrap_or_default();
+        if let Some(id) = upload_of(name) {
+            let newest = last_activity.entry(id.to_owned()).or_insert(modified);
+            *newest = (*newest).max(modified);
         } else if age > SIDECAR_GRACE
             && let Some((bucket, key)) = sidecar_object(name)
             && !root.join(bucket).join(key).is_file()
@@ -105,7 +105,24 @@ fn scan(root: &Path, ttl: Duration, now: SystemTime) -> std::io::Result<Scan> {
             found.sidecars.push(entry.path());
         }
     }
+    found.uploads = last_activity
+        .into_iter()
+        .filter(|(_, newest)| now.duration_since(*newest).unwrap_or_default() > ttl)
+        .map(|(id, _)| id)
+        .collect();
     Ok(found)
+}
+
+/// The upload id of an upload's record or part file.
+fn upload_of(name: &str) -> Option<&str> {
+    if let Some(id) = name
+        .strip_prefix(".upload-")
+        .and_then(|n| n.strip_suffix(".json"))
+    {
+        return Some(id);
+    }
+    let rest = name.strip_prefix(".upload_id-")?;
+    rest.split_once(".part-").map(|(id, _)| id)
 }
 
 /// The (bucket, key) a metadata file belongs to; `None` for anything else, including the
@@ -190,6 +207,56 @@ mod tests {
                 "unrelated".to_owned()
             ]
         );
+    }
+}
+
+#[cfg(test)]
+mod activity_tests {
+    use super::*;
+
+    fn touch(path: &Path, at: SystemTime) {
+        std::fs::write(path, b"x").expect("write");
+        std::fs::File::options()
+            .write(true)
+            .open(path)
+            .expect("open")
+            .set_modified(at)
+            .expect("touch");
+    }
+
+    /// Issue 12.2: the TTL counted from the upload's creation, so an upload still receiving parts
+    /// after `multipart_ttl` was deleted mid-way; and parts whose record s3s-fs had deleted (a
+    /// refused Complete) were never found.
+    #[test]
+    fn uploads_go_after_their_last_activity_and_orphaned_parts_go_too() {
+        let dir = tempfile::tempdir().expect("dir");
+        let root = dir.path();
+        let now = SystemTime::now();
+        let day = Duration::from_secs(86_400);
+        let (busy, orphan) = (
+            "33333333-3333-4333-8333-333333333333",
+            "44444444-4444-4444-8444-444444444444",
+        );
+        // Created two days ago, a part a minute ago: still in use.
+        touch(&root.join(format!(".upload-{busy}.json")), now - 2 * day);
+        touch(
+            &root.join(format!(".upload_id-{busy}.part-1")),
+            now - 2 * day,
+        );
+        touch(
+            &root.join(format!(".upload_id-{busy}.part-2")),
+            now - Duration::from_secs(60),
+        );
+        // Parts without a record, last written two days ago.
+        touch(
+            &root.join(format!(".upload_id-{orphan}.part-1")),
+            now - 2 * day,
+        );
+        let keyring = Keyring::open(&root.join("keys")).expect("keyring");
+        let swept = sweep(&keyring, root, day, now);
+        assert_eq!(swept.uploads, 1);
+        assert!(root.join(format!(".upload_id-{busy}.part-1")).exists());
+        assert!(!root.join(format!(".upload_id-{orphan}.part-1")).exists());
     }
 }
 
