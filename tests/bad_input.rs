@@ -493,14 +493,7 @@ async fn slow_clients_are_cut_off_and_cannot_starve_anyone() {
     assert_eq!(status, 200, "/healthz");
     let (status, body) = served.sts("default", &token).await;
     assert_eq!(status, 200, "Pilot 2 is answered: {body}");
-    common::device_s3(&body["data"])
-        .put_object()
-        .bucket("media")
-        .key("default/while-slow.bin")
-        .body(b"uploaded".to_vec().into())
-        .send()
-        .await
-        .expect("a store upload succeeds");
+    common::device_upload(&body["data"], "default/while-slow.bin", b"uploaded").await;
     let mut dock = Dock::connect(&served.mqtt, "SLOWSIEGE01").await;
     let reply = dock.request(&storage_config_get("siege", "1")).await;
     assert_eq!(reply["data"]["result"], 0, "{reply}");
@@ -565,12 +558,7 @@ fn status_mib(pid: u32, field: &str) -> f64 {
 /// still answers a dock.
 #[tokio::test]
 async fn the_embedded_broker_is_bounded_in_bytes_whatever_clients_send() {
-    let dir = tempfile::tempdir().unwrap();
-    let served = common::served::Served::spawn(
-        &dir.path().join("data"),
-        &dir.path().join("stderr.log"),
-        &[("RUST_LOG", "warn")],
-    );
+    let served = common::served::Served::fresh(&[("RUST_LOG", "warn")]);
     let pid = served.child.id();
     let connect = |id: &str, clean: bool| {
         let mut options = rumqttc::MqttOptions::new(id, &served.mqtt.host, served.mqtt.port);
@@ -653,12 +641,7 @@ async fn the_embedded_broker_is_bounded_in_bytes_whatever_clients_send() {
 #[tokio::test]
 async fn an_anonymous_form_upload_is_refused_without_reading_it() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let dir = tempfile::tempdir().unwrap();
-    let served = common::served::Served::spawn(
-        &dir.path().join("data"),
-        &dir.path().join("stderr.log"),
-        &[("RUST_LOG", "warn")],
-    );
+    let served = common::served::Served::fresh(&[("RUST_LOG", "warn")]);
     let pid = served.child.id();
     let before = peak_rss_mib(pid);
     let store = served.store.clone().expect("the embedded store");

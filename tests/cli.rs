@@ -285,14 +285,7 @@ async fn no_secret_reaches_the_log_at_trace_level() {
         .await;
     assert_eq!(reply["data"]["result"], 0, "{reply}");
 
-    common::device_s3(&config)
-        .put_object()
-        .bucket("media")
-        .key("default/trace.bin")
-        .body(b"traced".to_vec().into())
-        .send()
-        .await
-        .expect("upload with the issued credentials");
+    common::device_upload(&config, "default/trace.bin", b"traced").await;
     let creds = &config["credentials"];
     let (key_id, secret, session) = (
         creds["access_key_id"].as_str().unwrap(),

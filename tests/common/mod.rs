@@ -388,6 +388,19 @@ pub fn device_s3(storage_config: &Value) -> aws_sdk_s3::Client {
     )
 }
 
+/// Uploads `body` to `key` in the bucket of the `StorageConfig` JSON a device received, with
+/// exactly its credentials.
+pub async fn device_upload(storage_config: &Value, key: &str, body: &[u8]) {
+    device_s3(storage_config)
+        .put_object()
+        .bucket(storage_config["bucket"].as_str().expect("bucket"))
+        .key(key)
+        .body(body.to_vec().into())
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("upload of {key} with the issued credentials: {e:?}"));
+}
+
 /// A moto server (PyPI `moto[server]`) on a free port: a real AWS STS and S3 peer. Killed on drop.
 pub struct Moto {
     child: std::process::Child,

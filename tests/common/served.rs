@@ -44,9 +44,23 @@ pub struct Served {
     pub mqtt: BrokerAddr,
     /// `host:port` of the embedded store, when there is one.
     pub store: Option<String>,
+    /// The data dir and log of a service started by [`Served::fresh`], removed after it.
+    dir: Option<tempfile::TempDir>,
 }
 
 impl Served {
+    /// [`Served::spawn`] with a data dir and log of its own in a temporary directory.
+    pub fn fresh(env: &[(&str, &str)]) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut served = Self::spawn(
+            &dir.path().join("data"),
+            &dir.path().join("stderr.log"),
+            env,
+        );
+        served.dir = Some(dir);
+        served
+    }
+
     /// `stsgate serve` with every listener on a free port, `env` added, logging to `log`.
     pub fn spawn(data: &Path, log: &Path, env: &[(&str, &str)]) -> Self {
         Self::spawn_limited(data, log, env, None)
@@ -132,6 +146,7 @@ impl Served {
             http: http.expect("HTTP API line"),
             mqtt: mqtt.expect("MQTT broker line"),
             store,
+            dir: None,
         }
     }
 
