@@ -509,12 +509,7 @@ async fn an_interrupted_upload_leaves_no_partial_object() {
         "no partial object is visible"
     );
     let root = svc.service.store.as_ref().unwrap().root.clone();
-    let leftovers: Vec<_> = std::fs::read_dir(&root)
-        .unwrap()
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with(".tmp."))
-        .collect();
+    let leftovers = common::store_temp_files(&root);
     assert!(
         leftovers.is_empty(),
         "temporary files removed: {leftovers:?}"

@@ -138,12 +138,7 @@ async fn keys(svc: &TestService, prefix: &str) -> Vec<String> {
 /// Temporary files the store left in its root.
 fn leftovers(svc: &TestService) -> Vec<String> {
     let root = svc.service.store.as_ref().unwrap().root.clone();
-    std::fs::read_dir(&root)
-        .unwrap()
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with(".tmp."))
-        .collect()
+    common::store_temp_files(&root)
 }
 
 /// An HTTP answer that is an explicit failure: non-200, non-zero code, a message, no credentials.

@@ -504,3 +504,26 @@ impl Drop for Link {
         self.accept.abort();
     }
 }
+
+/// Temporary files the embedded store rooted at `root` holds (in `.tmp/{instance}/`, beside each
+/// area's lock file): what an interrupted or refused upload would leave if it leaked.
+#[allow(dead_code)]
+pub fn store_temp_files(root: &std::path::Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for area in std::fs::read_dir(root.join(".tmp"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        for file in std::fs::read_dir(area.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            if file.file_name() != "lock" {
+                out.push(file.path().display().to_string());
+            }
+        }
+    }
+    out
+}

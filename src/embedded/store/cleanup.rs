@@ -1,16 +1,27 @@
-//! Background clean-up of the embedded store: forget credentials expired for more than a day,
-//! remove multipart uploads with no activity for longer than `storage.local.multipart_ttl` (their
-//! parts would otherwise fill the disk, since a dock that loses power never aborts), and remove
-//! the metadata files s3s-fs 0.14 leaves behind when an object is deleted.
+//! Background clean-up of the embedded store, at start and then every
+//! `storage.local.cleanup_interval`:
+//! - credentials expired for more than a day are forgotten (until then they read as expired);
+//! - temporary areas of stores that are gone (their `flock` is free: a crash, a `kill -9`) are
+//!   removed with whatever half-written bodies they hold;
+//! - multipart uploads with no activity (their newest file) for longer than
+//!   `storage.local.multipart_ttl` are removed, since a dock that loses power never aborts;
+//!   completed uploads keep only their `completed.json` (for retries), for the same time;
+//! - metadata that describes no body (the object was deleted, or a crash came between the two
+//!   renames of a write) is removed once an hour old;
+//! - files of the s3s-fs layout used before 0.2 (`.upload-*`, `.upload_id-*`, `.bucket-*`,
+//!   `.tmp.*` in the root) are removed once older than the multipart TTL.
 
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use super::disk::{self, META, TMP, UPLOADS};
+use super::meta::Meta;
+use super::multipart::{COMPLETED, RECORD};
 use crate::issuer::local::Keyring;
 
-/// Metadata of a deleted object is only removed once it is this old, so that a sidecar written
-/// just before its object lands is never mistaken for an orphan.
+/// Metadata that describe no body are only removed once they are this old, so that metadata
+/// written just before its body is renamed into place are never mistaken for an orphan.
 const SIDECAR_GRACE: Duration = Duration::from_secs(3600);
 
 /// What one clean-up pass removed.
@@ -18,47 +29,120 @@ const SIDECAR_GRACE: Duration = Duration::from_secs(3600);
 pub struct Swept {
     /// Expired credentials forgotten.
     pub credentials: usize,
-    /// Abandoned multipart uploads removed.
+    /// Temporary areas of stores that are gone.
+    pub temporary: usize,
+    /// Abandoned multipart uploads, and records of completed ones past the TTL.
     pub uploads: usize,
-    /// Metadata files of deleted objects removed.
+    /// Files of completed uploads left by a crash.
+    pub leftovers: usize,
+    /// Metadata files that describe no body.
     pub sidecars: usize,
+    /// Files of the layout before 0.2.
+    pub legacy: usize,
 }
 
-/// One clean-up pass.
+/// One clean-up pass over the store rooted at `root` (`{data_dir}/objects`).
 pub fn sweep(keyring: &Keyring, root: &Path, multipart_ttl: Duration, now: SystemTime) -> Swept {
-    let credentials = keyring.purge_expired(now);
-    let scanned = scan(root, multipart_ttl, now).unwrap_or_else(|e| {
-        tracing::warn!(root = %root.display(), error = %e, "cannot scan the embedded store");
-        Scan::default()
-    });
-    let uploads = scanned
-        .uploads
-        .iter()
-        .filter(|id| remove_upload(root, id))
-        .count();
-    let sidecars = scanned
-        .sidecars
-        .iter()
-        .filter(|p| std::fs::remove_file(p).is_ok())
-        .count();
-    let swept = Swept {
-        credentials,
-        uploads,
-        sidecars,
+    let mut swept = Swept {
+        credentials: keyring.purge_expired(now),
+        ..Swept::default()
     };
+    let older = |modified: SystemTime, than: Duration| {
+        now.duration_since(modified).unwrap_or_default() > than
+    };
+    for area in children(&root.join(TMP)) {
+        if disk::abandoned(&area) && std::fs::remove_dir_all(&area).is_ok() {
+            swept.temporary += 1;
+        }
+    }
+    for upload in children(&root.join(UPLOADS)) {
+        let files = children(&upload);
+        // The newest file; an empty directory (a removal cut short) by its own time.
+        let newest = if files.is_empty() {
+            upload.metadata().and_then(|m| m.modified()).ok()
+        } else {
+            files
+                .iter()
+                .filter_map(|p| p.metadata().and_then(|m| m.modified()).ok())
+                .max()
+        };
+        let completed = files.iter().any(|p| p.ends_with(COMPLETED));
+        if newest.is_some_and(|t| older(t, multipart_ttl)) {
+            // The record first: from then on the upload no longer exists for any request.
+            let _ = std::fs::remove_file(upload.join(RECORD));
+            if std::fs::remove_dir_all(&upload).is_ok() {
+                swept.uploads += 1;
+            }
+        } else if completed {
+            for file in files.iter().filter(|p| !p.ends_with(COMPLETED)) {
+                if std::fs::remove_file(file).is_ok() {
+                    swept.leftovers += 1;
+                }
+            }
+        }
+    }
+    swept.sidecars = sweep_meta(root, &root.join(META), "", &|t| older(t, SIDECAR_GRACE));
+    for entry in children(root) {
+        let Some(name) = entry.file_name().and_then(|n| n.to_str()) else {
+            continue;
+        };
+        let legacy = [".upload-", ".upload_id-", ".bucket-", ".tmp."]
+            .iter()
+            .any(|p| name.starts_with(p));
+        let old = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| older(t, multipart_ttl));
+        if legacy && old && std::fs::remove_file(&entry).is_ok() {
+            swept.legacy += 1;
+        }
+    }
     if swept != Swept::default() {
         tracing::info!(?swept, "embedded store clean-up");
     }
     swept
 }
 
-#[derive(Default)]
-struct Scan {
-    uploads: Vec<String>,
-    sidecars: Vec<std::path::PathBuf>,
+/// Removes metadata under `dir` (the tree `.meta/{rel}`) that describe no body and are old.
+fn sweep_meta(root: &Path, dir: &Path, rel: &str, old: &dyn Fn(SystemTime) -> bool) -> usize {
+    let mut removed = 0;
+    for path in children(dir) {
+        let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+            continue;
+        };
+        let rel = if rel.is_empty() {
+            name.to_owned()
+        } else {
+            format!("{rel}/{name}")
+        };
+        let Ok(stat) = path.symlink_metadata() else {
+            continue;
+        };
+        if stat.is_dir() {
+            removed += sweep_meta(root, &path, &rel, old);
+            continue;
+        }
+        let describes_its_body = std::fs::metadata(root.join(&rel)).is_ok_and(|body| {
+            std::fs::read(&path).is_ok_and(|bytes| Meta::parse_for(&bytes, &body).is_some())
+        });
+        if !describes_its_body
+            && stat.modified().is_ok_and(old)
+            && std::fs::remove_file(&path).is_ok()
+        {
+            removed += 1;
+        }
+    }
+    removed
 }
 
-/// Runs [`sweep`] every `interval` until cancelled.
+/// The entries of a directory (none if it cannot be read).
+fn children(dir: &Path) -> Vec<std::path::PathBuf> {
+    std::fs::read_dir(dir)
+        .map(|entries| entries.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default()
+}
+
+/// Runs [`sweep`] now and then every `interval` until cancelled.
 pub async fn run(
     keyring: Arc<Keyring>,
     root: std::path::PathBuf,
@@ -67,154 +151,26 @@ pub async fn run(
     stop: tokio_util::sync::CancellationToken,
 ) {
     loop {
-        tokio::select! {
-            () = stop.cancelled() => return,
-            () = tokio::time::sleep(interval) => {}
-        }
         let (keyring, root) = (keyring.clone(), root.clone());
         let _ = tokio::task::spawn_blocking(move || {
             sweep(&keyring, &root, multipart_ttl, SystemTime::now())
         })
         .await;
-    }
-}
-
-/// Upload ids whose last activity — the newest of their record (`.upload-{id}.json`, written by
-/// s3s-fs at CreateMultipartUpload) and their parts (`.upload_id-{id}.part-{n}`) — is older than
-/// the TTL, so that an upload still receiving parts is never removed mid-way; parts whose record
-/// is gone (s3s-fs deletes it when it refuses a Complete) count as an upload of their own and go
-/// the same way. And metadata files (`.bucket-{b64}.object-{b64}.{metadata,internal}.json`) whose
-/// object no longer exists.
-fn scan(root: &Path, ttl: Duration, now: SystemTime) -> std::io::Result<Scan> {
-    let mut found = Scan::default();
-    let mut last_activity: std::collections::HashMap<String, SystemTime> =
-        std::collections::HashMap::new();
-    for entry in std::fs::read_dir(root)? {
-        let entry = entry?;
-        let name = entry.file_name();
-        let Some(name) = name.to_str() else { continue };
-        let modified = entry.metadata()?.modified()?;
-        let age = now.duration_since(modified).unwrap_or_default();
-        if let Some(id) = upload_of(name) {
-            let newest = last_activity.entry(id.to_owned()).or_insert(modified);
-            *newest = (*newest).max(modified);
-        } else if age > SIDECAR_GRACE
-            && let Some((bucket, key)) = sidecar_object(name)
-            && !root.join(bucket).join(key).is_file()
-        {
-            found.sidecars.push(entry.path());
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(interval) => {}
         }
     }
-    found.uploads = last_activity
-        .into_iter()
-        .filter(|(_, newest)| now.duration_since(*newest).unwrap_or_default() > ttl)
-        .map(|(id, _)| id)
-        .collect();
-    Ok(found)
-}
-
-/// The upload id of an upload's record or part file.
-fn upload_of(name: &str) -> Option<&str> {
-    if let Some(id) = name
-        .strip_prefix(".upload-")
-        .and_then(|n| n.strip_suffix(".json"))
-    {
-        return Some(id);
-    }
-    let rest = name.strip_prefix(".upload_id-")?;
-    rest.split_once(".part-").map(|(id, _)| id)
-}
-
-/// The (bucket, key) a metadata file belongs to; `None` for anything else, including the
-/// metadata of pending multipart uploads.
-fn sidecar_object(name: &str) -> Option<(String, String)> {
-    use base64::Engine;
-    let rest = name.strip_prefix(".bucket-")?;
-    let rest = rest
-        .strip_suffix(".metadata.json")
-        .or_else(|| rest.strip_suffix(".internal.json"))?;
-    let (bucket, key) = rest.split_once(".object-")?;
-    if key.contains(".upload-") {
-        return None;
-    }
-    let decode = |s: &str| {
-        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .decode(s)
-            .ok()?;
-        String::from_utf8(bytes).ok()
-    };
-    Some((decode(bucket)?, decode(key)?))
-}
-
-/// Removes every file of an upload: its info, its parts and its pending metadata.
-fn remove_upload(root: &Path, id: &str) -> bool {
-    let Ok(entries) = std::fs::read_dir(root) else {
-        return false;
-    };
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        let belongs = name.to_str().is_some_and(|n| n.contains(id));
-        if belongs && let Err(e) = std::fs::remove_file(entry.path()) {
-            tracing::warn!(path = %entry.path().display(), error = %e, "cannot remove an abandoned upload file");
-        }
-    }
-    true
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn only_old_uploads_are_removed_with_all_their_files() {
-        let dir = tempfile::tempdir().expect("dir");
-        let root = dir.path();
-        let old = "11111111-1111-4111-8111-111111111111";
-        let new = "22222222-2222-4222-8222-222222222222";
-        for name in [
-            format!(".upload-{old}.json"),
-            format!(".upload_id-{old}.part-1"),
-            format!(".upload_id-{old}.part-2"),
-            format!(".upload-{new}.json"),
-            format!(".upload_id-{new}.part-1"),
-            "unrelated".to_owned(),
-        ] {
-            std::fs::write(root.join(name), b"x").expect("write");
-        }
-        let keyring = Keyring::open(&root.join("keys")).expect("keyring");
-        // Pretend a day has passed for the old upload only, by moving "now" and giving the new
-        // one a fresh timestamp relative to it.
-        let later = SystemTime::now() + Duration::from_secs(3600);
-        let new_file = std::fs::File::options()
-            .write(true)
-            .open(root.join(format!(".upload-{new}.json")))
-            .expect("open");
-        new_file.set_modified(later).expect("touch");
-        let swept = sweep(&keyring, root, Duration::from_secs(1800), later);
-        assert_eq!(swept.uploads, 1);
-        let mut left: Vec<String> = std::fs::read_dir(root)
-            .expect("dir")
-            .flatten()
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .collect();
-        left.sort();
-        assert_eq!(
-            left,
-            [
-                format!(".upload-{new}.json"),
-                format!(".upload_id-{new}.part-1"),
-                "keys".to_owned(),
-                "unrelated".to_owned()
-            ]
-        );
-    }
-}
-
-#[cfg(test)]
-mod activity_tests {
-    use super::*;
-
     fn touch(path: &Path, at: SystemTime) {
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).expect("dirs");
+        }
         std::fs::write(path, b"x").expect("write");
         std::fs::File::options()
             .write(true)
@@ -224,88 +180,82 @@ mod activity_tests {
             .expect("touch");
     }
 
-    /// Issue 12.2: the TTL counted from the upload's creation, so an upload still receiving parts
-    /// after `multipart_ttl` was deleted mid-way; and parts whose record s3s-fs had deleted (a
-    /// refused Complete) were never found.
+    /// Issue 12.2: the TTL counts from an upload's last activity, not its creation; abandoned
+    /// uploads go whole; completed ones keep only their record of completion.
     #[test]
-    fn uploads_go_after_their_last_activity_and_orphaned_parts_go_too() {
+    fn uploads_go_after_their_last_activity() {
         let dir = tempfile::tempdir().expect("dir");
         let root = dir.path();
+        let store = disk::Disk::open(root).expect("open");
         let now = SystemTime::now();
         let day = Duration::from_secs(86_400);
-        let (busy, orphan) = (
-            "33333333-3333-4333-8333-333333333333",
-            "44444444-4444-4444-8444-444444444444",
-        );
+        let up = |id: &str| root.join(UPLOADS).join(id);
         // Created two days ago, a part a minute ago: still in use.
-        touch(&root.join(format!(".upload-{busy}.json")), now - 2 * day);
+        touch(&up("busy").join(RECORD), now - 2 * day);
+        touch(&up("busy").join("00001.aa"), now - 2 * day);
+        touch(&up("busy").join("00002.bb"), now - Duration::from_secs(60));
+        // Nothing for two days.
+        touch(&up("idle").join(RECORD), now - 2 * day);
+        touch(&up("idle").join("00001.aa"), now - 2 * day);
+        // Completed an hour ago, with a part a crash left behind.
+        touch(&up("done").join(COMPLETED), now - Duration::from_secs(3600));
         touch(
-            &root.join(format!(".upload_id-{busy}.part-1")),
-            now - 2 * day,
-        );
-        touch(
-            &root.join(format!(".upload_id-{busy}.part-2")),
-            now - Duration::from_secs(60),
-        );
-        // Parts without a record, last written two days ago.
-        touch(
-            &root.join(format!(".upload_id-{orphan}.part-1")),
-            now - 2 * day,
+            &up("done").join("00001.aa"),
+            now - Duration::from_secs(3600),
         );
         let keyring = Keyring::open(&root.join("keys")).expect("keyring");
         let swept = sweep(&keyring, root, day, now);
-        assert_eq!(swept.uploads, 1);
-        assert!(root.join(format!(".upload_id-{busy}.part-1")).exists());
-        assert!(!root.join(format!(".upload_id-{orphan}.part-1")).exists());
+        assert_eq!((swept.uploads, swept.leftovers), (1, 1), "{swept:?}");
+        assert!(up("busy").join("00001.aa").exists());
+        assert!(!up("idle").exists());
+        assert!(up("done").join(COMPLETED).exists() && !up("done").join("00001.aa").exists());
+        // A day later the completed record goes too.
+        assert_eq!(sweep(&keyring, root, day, now + 2 * day).uploads, 2);
+        drop(store);
     }
-}
-
-#[cfg(test)]
-mod sidecar_tests {
-    use super::*;
-    use base64::Engine;
 
     #[test]
-    fn metadata_of_deleted_objects_is_removed_after_the_grace_period() {
+    fn temporary_areas_go_once_their_store_is_gone() {
         let dir = tempfile::tempdir().expect("dir");
         let root = dir.path();
-        let b64 = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
-        std::fs::create_dir_all(root.join("media/ws")).expect("dirs");
-        std::fs::write(root.join("media/ws/kept.jpg"), b"x").expect("object");
-        let kept = format!(
-            ".bucket-{}.object-{}.metadata.json",
-            b64("media"),
-            b64("ws/kept.jpg")
-        );
-        let orphan = format!(
-            ".bucket-{}.object-{}.internal.json",
-            b64("media"),
-            b64("ws/deleted.jpg")
-        );
-        let pending = format!(
-            ".bucket-{}.object-{}.upload-abc.metadata.json",
-            b64("media"),
-            b64("ws/big.mp4")
-        );
-        for name in [&kept, &orphan, &pending] {
-            std::fs::write(root.join(name), b"{}").expect("sidecar");
-        }
         let keyring = Keyring::open(&root.join("keys")).expect("keyring");
-        let soon = SystemTime::now() + Duration::from_secs(60);
-        assert_eq!(
-            sweep(&keyring, root, Duration::from_secs(86_400), soon).sidecars,
-            0,
-            "within the grace period"
-        );
+        let live = disk::Disk::open(root).expect("open");
+        let dead = disk::Disk::open(root).expect("open");
+        let (kept, _) = live.temp().expect("temp");
+        let (left, _) = dead.temp().expect("temp");
+        let left_path = left.path().to_owned();
+        std::mem::forget(left); // as a kill -9 would
+        drop(dead);
+        let swept = sweep(&keyring, root, Duration::from_secs(60), SystemTime::now());
+        assert_eq!(swept.temporary, 1);
+        assert!(kept.path().exists() && !left_path.exists());
+    }
+
+    #[test]
+    fn metadata_of_no_body_is_removed_after_the_grace_period() {
+        let dir = tempfile::tempdir().expect("dir");
+        let root = dir.path();
+        let store = disk::Disk::open(root).expect("open");
+        let keyring = Keyring::open(&root.join("keys")).expect("keyring");
+        let body = store.object("media", "ws/kept.jpg");
+        touch(&body, SystemTime::now());
+        let meta = Meta {
+            version: super::super::meta::Version::of(&std::fs::metadata(&body).expect("stat")),
+            etag: "e".into(),
+            ..Meta::default()
+        };
+        let json = serde_json::to_vec(&meta).expect("json");
+        store
+            .write_atomically(&store.meta("media", "ws/kept.jpg"), &json)
+            .expect("meta");
+        store
+            .write_atomically(&store.meta("media", "ws/deleted.jpg"), &json)
+            .expect("meta");
+        let ttl = Duration::from_secs(86_400);
+        assert_eq!(sweep(&keyring, root, ttl, SystemTime::now()).sidecars, 0);
         let later = SystemTime::now() + SIDECAR_GRACE + Duration::from_secs(60);
-        assert_eq!(
-            sweep(&keyring, root, Duration::from_secs(86_400), later).sidecars,
-            1
-        );
-        assert!(
-            root.join(&kept).exists()
-                && root.join(&pending).exists()
-                && !root.join(&orphan).exists()
-        );
+        assert_eq!(sweep(&keyring, root, ttl, later).sidecars, 1);
+        assert!(store.meta("media", "ws/kept.jpg").exists());
+        assert!(!store.meta("media", "ws/deleted.jpg").exists());
     }
 }

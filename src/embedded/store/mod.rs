@@ -3,20 +3,25 @@
 //! upload for real with no cloud account.
 //!
 //! The S3 protocol (SigV4 header and presigned verification, XML, multipart, streaming bodies) is
-//! [`s3s`]'s, and the file-system backend is `s3s-fs`: both are maintained, used in production by
-//! others, and far more complete than a hand-written S3 subset. We add what s3s leaves to its
-//! user: authentication against the keyring ([`KeyringAuth`]) and authorization ([`Policy`]: session
-//! token, expiry, bucket, prefix, allowed operations). s3s-fs writes objects through a temporary
-//! file and a rename (a broken upload never leaves a partial object visible) and streams bodies
-//! to disk.
+//! [`s3s`]'s: maintained, used in production by others, and far more complete than a hand-written
+//! S3 subset. We add what s3s leaves to its user: authentication against the keyring
+//! ([`KeyringAuth`]), authorization ([`Policy`]: session token, expiry, bucket, prefix, allowed
+//! operations), and the backend that keeps the bytes ([`backend`]), built so that nothing becomes
+//! visible before it is verified and durable and no refusal or crash loses an upload.
 //!
-//! Layout: objects live under `{data_dir}/objects/{bucket}/{key}`; s3s-fs keeps its metadata and
-//! multipart parts as hidden files in `{data_dir}/objects`.
+//! Layout: objects live under `{data_dir}/objects/{bucket}/{key}`; metadata, multipart uploads and
+//! temporary files in dot directories beside the buckets (see [`disk`]).
 
 pub mod access;
 mod admin;
 mod auth;
+pub mod backend;
+mod body;
 mod cleanup;
+pub mod disk;
+mod meta;
+mod multipart;
+mod objects;
 mod post_object;
 
 use std::net::SocketAddr;
@@ -30,6 +35,7 @@ use tokio_util::sync::CancellationToken;
 pub use access::{Denial, Policy, Request, WRITE_OPERATIONS, decide};
 pub use admin::{AdminKey, FILE as ADMIN_FILE};
 pub use auth::KeyringAuth;
+pub use backend::Store;
 pub use cleanup::{Swept, sweep};
 
 use crate::config::LocalStoreConfig;
@@ -94,8 +100,8 @@ pub async fn start(
     create_private_dir(&root.join(bucket)).map_err(|e| data_err(e.to_string()))?;
     let (admin, admin_generated) =
         AdminKey::load_or_generate(config, data_dir).map_err(Error::Admin)?;
-    let fs = s3s_fs::FileSystem::new(&root).map_err(|e| data_err(format!("{e:?}")))?;
-    let mut builder = S3ServiceBuilder::new(fs);
+    let disk = disk::Disk::open(&root).map_err(|e| data_err(e.to_string()))?;
+    let mut builder = S3ServiceBuilder::new(Store::new(Arc::new(disk)));
     builder.set_auth(KeyringAuth::new(keyring.clone(), admin.clone()));
     builder.set_access(Policy::new(keyring.clone(), admin.clone()));
     let service = builder.build();
