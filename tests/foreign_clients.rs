@@ -7,37 +7,13 @@
 mod common;
 
 use common::TestService;
+use common::s3::with_credentials;
 use serde_json::Value;
-use tokio::process::Command;
 
 async fn credentials(svc: &TestService, workspace: &str) -> Value {
     let (status, body) = svc.sts(workspace, Some(&svc.token(workspace))).await;
     assert_eq!(status, 200, "{body}");
     body["data"].clone()
-}
-
-/// A command with the device's credentials in the standard AWS environment variables, and no
-/// configuration from the machine it runs on.
-fn with_credentials(program: &str, config: &Value) -> Command {
-    let creds = &config["credentials"];
-    let mut cmd = Command::new(program);
-    cmd.env(
-        "AWS_ACCESS_KEY_ID",
-        creds["access_key_id"].as_str().unwrap(),
-    )
-    .env(
-        "AWS_SECRET_ACCESS_KEY",
-        creds["access_key_secret"].as_str().unwrap(),
-    )
-    .env(
-        "AWS_SESSION_TOKEN",
-        creds["security_token"].as_str().unwrap(),
-    )
-    .env("AWS_DEFAULT_REGION", config["region"].as_str().unwrap())
-    .env("AWS_CONFIG_FILE", "/dev/null")
-    .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
-    .env_remove("AWS_PROFILE");
-    cmd
 }
 
 #[tokio::test]

@@ -5,6 +5,7 @@
 #![allow(dead_code, clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
 pub mod mosquitto;
+pub mod s3;
 pub mod served;
 
 use std::io::Write;

@@ -8,7 +8,7 @@
 //!   completed uploads keep only their `completed.json` (for retries), for the same time;
 //! - metadata that describes no body (the object was deleted, or a crash came between the two
 //!   renames of a write) is removed once an hour old;
-//! - files of the s3s-fs layout used before 0.2 (`.upload-*`, `.upload_id-*`, `.bucket-*`,
+//! - files of the s3s-fs layout of earlier versions (`.upload-*`, `.upload_id-*`, `.bucket-*`,
 //!   `.tmp.*` in the root) are removed once older than the multipart TTL.
 
 use std::path::Path;
