@@ -639,8 +639,7 @@ async fn the_embedded_broker_is_bounded_in_bytes_whatever_clients_send() {
 /// 207 MiB before its 403: the S3 library reads the form's file into memory before the access
 /// check. It is now refused from its headers, and the body is never read.
 #[tokio::test]
-async fn an_anonymous_form_upload_is_refused_without_reading_it() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+async fn anonymous_and_forged_uploads_are_refused_without_reading_them() {
     let served = common::served::Served::fresh(&[("RUST_LOG", "warn")]);
     let pid = served.child.id();
     let before = peak_rss_mib(pid);
@@ -653,20 +652,64 @@ async fn an_anonymous_form_upload_is_refused_without_reading_it() {
     );
     let size: usize = 200 << 20;
     let tail = format!("\r\n--{boundary}--\r\n");
-    let mut stream = tokio::net::TcpStream::connect(&store).await.unwrap();
-    stream
-        .write_all(
-            format!(
-                "POST /media HTTP/1.1\r\nHost: {store}\r\n\
-                 Content-Type: multipart/form-data; boundary={boundary}\r\n\
-                 Content-Length: {}\r\n\r\n{head}",
-                head.len() + size + tail.len()
-            )
-            .as_bytes(),
+    let answer = send_big(
+        &store,
+        &format!(
+            "POST /media HTTP/1.1\r\nHost: {store}\r\n\
+             Content-Type: multipart/form-data; boundary={boundary}\r\n\
+             Content-Length: {}\r\n\r\n{head}",
+            head.len() + size + tail.len()
+        ),
+        size,
+        &tail,
+    )
+    .await;
+    assert!(
+        answer.starts_with("HTTP/1.1 403") && answer.contains("AccessDenied"),
+        "refused: {answer}"
+    );
+    // Issue 12.4: nor is a PUT read before its signature, token and scope are checked: anonymous,
+    // or signed by a key nobody issued.
+    for auth in [
+        String::new(),
+        "Authorization: AWS4-HMAC-SHA256 Credential=ASIAFORGED0000000000/20260101/us-east-1/s3/\
+         aws4_request, SignedHeaders=host;x-amz-content-sha256;x-amz-date, Signature=00\r\n\
+         x-amz-content-sha256: UNSIGNED-PAYLOAD\r\nx-amz-date: 20260101T000000Z\r\n"
+            .to_owned(),
+    ] {
+        let answer = send_big(
+            &store,
+            &format!(
+                "PUT /media/default/big.mp4 HTTP/1.1\r\nHost: {store}\r\n{auth}\
+                 Content-Length: {size}\r\n\r\n"
+            ),
+            size,
+            "",
         )
-        .await
-        .unwrap();
-    // Send the file until the store stops taking it (it answers and closes) or it is all sent.
+        .await;
+        assert!(answer.starts_with("HTTP/1.1 403"), "refused: {answer}");
+    }
+    let grown = peak_rss_mib(pid) - before;
+    assert!(
+        grown < 8.0,
+        "the store grew by {grown:.1} MiB for refused uploads"
+    );
+    let data = served.data_dir().join("objects");
+    assert!(
+        common::store_temp_files(&data).is_empty(),
+        "nothing written for a refused upload"
+    );
+    // And still serves.
+    let (status, _) = served.get("/healthz").await;
+    assert_eq!(status, 200);
+}
+
+/// Sends `head`, then `size` bytes of body (until the server stops taking them) and `tail`: the
+/// answer.
+async fn send_big(store: &str, head: &str, size: usize, tail: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(store).await.unwrap();
+    stream.write_all(head.as_bytes()).await.unwrap();
     let chunk = vec![b'f'; 1 << 20];
     let mut sent = 0;
     while sent < size {
@@ -682,17 +725,5 @@ async fn an_anonymous_form_upload_is_refused_without_reading_it() {
         stream.read_to_end(&mut answer),
     )
     .await;
-    let answer = String::from_utf8_lossy(&answer);
-    assert!(
-        answer.starts_with("HTTP/1.1 403") && answer.contains("AccessDenied"),
-        "refused: {answer}"
-    );
-    let grown = peak_rss_mib(pid) - before;
-    assert!(
-        grown < 8.0,
-        "the store grew by {grown:.1} MiB for a refused form"
-    );
-    // And still serves.
-    let (status, _) = served.get("/healthz").await;
-    assert_eq!(status, 200);
+    String::from_utf8_lossy(&answer).into_owned()
 }

@@ -61,6 +61,15 @@ impl Served {
         served
     }
 
+    /// The data dir of a service started by [`Served::fresh`].
+    pub fn data_dir(&self) -> std::path::PathBuf {
+        self.dir
+            .as_ref()
+            .expect("a service started by Served::fresh")
+            .path()
+            .join("data")
+    }
+
     /// `stsgate serve` with every listener on a free port, `env` added, logging to `log`.
     pub fn spawn(data: &Path, log: &Path, env: &[(&str, &str)]) -> Self {
         Self::spawn_limited(data, log, env, None)
