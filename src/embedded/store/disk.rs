@@ -5,7 +5,7 @@
 //!
 //! Layout under `{data_dir}/objects`:
 //! - `{bucket}/{key}` — object bodies, as plain files (readable with any tool);
-//! - `.meta/{bucket}/{key}` — each object's [`super::meta::Meta`] (ETag, checksums, headers);
+//! - `.meta/{bucket}/{key}` — each object's metadata (ETag, checksums, headers; `meta.rs`);
 //! - `.uploads/{id}/` — a multipart upload: `upload.json`, parts `{n:05}.{md5}`, and after
 //!   completion `completed.json` only;
 //! - `.tmp/{instance}/` — temporary files of one running store, which holds an exclusive `flock`
@@ -47,6 +47,8 @@ pub struct Disk {
 #[derive(Debug)]
 pub struct Temp {
     path: PathBuf,
+    /// False once published: nothing left to remove.
+    armed: bool,
 }
 
 // === impl Disk ===
@@ -112,7 +114,7 @@ impl Disk {
         options.write(true).create_new(true);
         std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
         let file = options.open(&path)?;
-        Ok((Temp { path }, file))
+        Ok((Temp { path, armed: true }, file))
     }
 
     /// Writes `bytes` to `dest` durably and atomically (blocking).
@@ -141,18 +143,20 @@ impl Temp {
     /// Renames the (already fsynced) file to `dest`, creating its parent directories, and fsyncs
     /// the directories it changed, so that the rename survives a power cut. `root` bounds the
     /// directories created.
-    pub fn publish(self, dest: &Path, root: &Path) -> io::Result<()> {
+    pub fn publish(mut self, dest: &Path, root: &Path) -> io::Result<()> {
         let parent = dest.parent().unwrap_or(root);
         create_dirs_durably(parent, root)?;
         std::fs::rename(&self.path, dest)?;
-        std::mem::forget(self);
+        self.armed = false;
         fsync_dir(parent)
     }
 }
 
 impl Drop for Temp {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
+        if self.armed {
+            let _ = std::fs::remove_file(&self.path);
+        }
     }
 }
 
