@@ -10,8 +10,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::auth::{self, Verifier};
 use crate::config::Config;
+use crate::domain::Readiness;
 use crate::gateway::Gateway;
-use crate::http::{self, AppState, Readiness};
+use crate::http::{self, AppState};
 use crate::issuer;
 use crate::mqtt::{self, BrokerAddr};
 use crate::secret::Secret;
@@ -105,7 +106,7 @@ impl Service {
     /// Starts everything; returns once the listeners are bound (the MQTT session connects in the
     /// background: see [`Service::wait_ready`]).
     pub async fn start(mut config: Config) -> Result<Self, Error> {
-        crate::issuer::local::create_private_dir(&config.data_dir).map_err(|e| Error::DataDir {
+        crate::files::create_private_dir(&config.data_dir).map_err(|e| Error::DataDir {
             path: config.data_dir.display().to_string(),
             reason: e.to_string(),
         })?;

@@ -11,7 +11,7 @@ use clap::{Args, Parser, Subcommand};
 use stsgate::app::Service;
 use stsgate::auth;
 use stsgate::config::{self, Config, Sources};
-use stsgate::gateway::WorkspaceId;
+use stsgate::domain::WorkspaceId;
 use stsgate::telemetry;
 
 /// Temporary, least-privilege storage credentials for DJI Cloud API docks and Pilot 2.

@@ -235,7 +235,7 @@ async fn no_secret_reaches_error_bodies_or_debug_output() {
     let issued = svc
         .service
         .gateway
-        .for_workspace(stsgate::gateway::WorkspaceId::parse("ws-secret").expect("id"))
+        .for_workspace(stsgate::domain::WorkspaceId::parse("ws-secret").expect("id"))
         .await
         .expect("issued");
     let debug = format!("{issued:?}");

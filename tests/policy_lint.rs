@@ -5,7 +5,7 @@
 
 use std::process::Command;
 
-use stsgate::gateway::Scope;
+use stsgate::domain::Scope;
 use stsgate::issuer::policy;
 
 const LINT: &str = r#"

@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use stsgate::gateway::Scope;
+use stsgate::domain::Scope;
 use stsgate::issuer::aws_sts::AwsSts;
 use stsgate::issuer::{IssueRequest, Issuer};
 

@@ -5,7 +5,9 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Instant;
 
-use stsgate::gateway::{Gateway, WorkspaceId};
+use stsgate::gateway::Gateway;
+
+use stsgate::domain::WorkspaceId;
 
 use crate::Scale;
 

@@ -7,7 +7,7 @@ use std::time::Instant;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use bytes::Bytes;
-use stsgate::gateway::WorkspaceId;
+use stsgate::domain::WorkspaceId;
 
 use crate::Scale;
 

@@ -1,7 +1,7 @@
 //! Public keys for RS256/ES256 tokens, so that stsgate can sit behind an existing identity
 //! provider: one configured PEM key (`auth.public_key_file`), or a JWKS URL (`auth.jwks_url`)
 //! whose keys are cached by `kid` and fetched again when a token names a `kid` not in the cache —
-//! at most once per `auth.jwks_refetch_after` (default [`REFETCH_AFTER`]), so that tokens with
+//! at most once per `auth.jwks_refetch_after` (default [`crate::config::JWKS_REFETCH_AFTER`]), so that tokens with
 //! made-up `kid`s cannot make us hammer the identity provider.
 //!
 //! Each key is pinned to one algorithm (RSA → RS256, P-256 → ES256): a token is only ever checked
@@ -17,8 +17,6 @@ use tokio::time::Instant;
 
 use super::Error;
 
-/// The default shortest interval between two JWKS fetches.
-pub const REFETCH_AFTER: Duration = Duration::from_secs(30);
 /// After a failed fetch, the shortest interval before the next attempt: short, so that tokens
 /// work again as soon as the identity provider is back, but not one fetch per request.
 const RETRY_FAILED_AFTER: Duration = Duration::from_secs(1);

@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use crate::config::AuthConfig;
-use crate::issuer::local::{create_private_dir, write_private_atomically};
+use crate::files::{create_private_dir, write_private_atomically};
 use crate::random;
 use crate::secret::Secret;
 

@@ -24,7 +24,7 @@ use tokio::time::Instant;
 pub use entry::{Entry, Freshness, Lifetimes};
 
 use crate::config::StorageConfig;
-use crate::gateway::Scope;
+use crate::domain::Scope;
 use crate::issuer::{Error, IssueRequest, IssuedCredential, IssuerHandle};
 
 /// The cache. Cheap to clone; clones share state.

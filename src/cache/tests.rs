@@ -5,7 +5,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use async_trait::async_trait;
 
 use super::*;
-use crate::issuer::{Issuer, ProviderKind};
+use crate::domain::ProviderKind;
+use crate::issuer::Issuer;
 use crate::secret::Secret;
 
 struct CountingIssuer {

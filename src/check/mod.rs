@@ -14,8 +14,9 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
+use crate::domain::WorkspaceId;
 use crate::embedded::store::{self, AdminKey};
-use crate::gateway::{Gateway, WorkspaceId};
+use crate::gateway::Gateway;
 use crate::issuer;
 use crate::protocol::{Provider, StorageConfig};
 use crate::random;

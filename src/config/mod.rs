@@ -7,6 +7,7 @@
 
 mod duration;
 mod load;
+pub mod sql;
 mod validate;
 
 use std::collections::BTreeMap;
@@ -19,7 +20,7 @@ use serde::{Deserialize, Serialize};
 pub use load::{Error, Sources, load};
 pub use validate::Problem;
 
-use crate::issuer::ProviderKind;
+use crate::domain::ProviderKind;
 use crate::secret::Secret;
 
 /// The whole configuration.
@@ -421,15 +422,26 @@ impl Default for HttpConfig {
     }
 }
 
+/// Default `mqtt.embedded_max_sessions` (the embedded broker's own default; a broker test checks
+/// that the two agree).
+pub const EMBEDDED_MAX_SESSIONS: usize = 10_000;
+/// Default `mqtt.embedded_max_retained_bytes`.
+pub const EMBEDDED_MAX_RETAINED_BYTES: usize = 16 << 20;
+/// Default `mqtt.embedded_max_queued_bytes`: the service's own session carries every dock's
+/// requests, a few hundred bytes each.
+pub const EMBEDDED_MAX_QUEUED_BYTES: usize = 8 << 20;
+/// Default `auth.jwks_refetch_after`: the shortest interval between two JWKS fetches.
+pub const JWKS_REFETCH_AFTER: Duration = Duration::from_secs(30);
+
 impl Default for MqttConfig {
     fn default() -> Self {
         Self {
             url: None,
             embedded_listen: SocketAddr::from(([127, 0, 0, 1], 1883)),
             embedded_auth: false,
-            embedded_max_sessions: crate::embedded::broker::MAX_SESSIONS,
-            embedded_max_retained_bytes: crate::embedded::broker::MAX_RETAINED_BYTES,
-            embedded_max_queued_bytes: crate::embedded::broker::MAX_QUEUED_BYTES,
+            embedded_max_sessions: EMBEDDED_MAX_SESSIONS,
+            embedded_max_retained_bytes: EMBEDDED_MAX_RETAINED_BYTES,
+            embedded_max_queued_bytes: EMBEDDED_MAX_QUEUED_BYTES,
             username: None,
             password: None,
             password_file: None,
@@ -455,7 +467,7 @@ impl Default for AuthConfig {
             audience: None,
             public_key_file: None,
             jwks_url: None,
-            jwks_refetch_after: crate::auth::REFETCH_AFTER,
+            jwks_refetch_after: JWKS_REFETCH_AFTER,
             leeway: Duration::from_secs(60),
             max_token_lifetime: None,
         }

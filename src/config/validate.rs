@@ -3,7 +3,7 @@
 use std::fmt;
 
 use super::Config;
-use crate::gateway::{PrefixTemplate, WorkspaceId};
+use crate::domain::{PrefixTemplate, WorkspaceId};
 use crate::protocol::mqtt::valid_sn;
 
 /// One bad key.
@@ -226,7 +226,7 @@ fn storage(c: &Config, p: &mut Problems) {
 
 /// What each upstream requires (sts-providers reference: parameters and limits).
 fn provider(s: &super::StorageConfig, p: &mut Problems) {
-    use crate::issuer::ProviderKind;
+    use crate::domain::ProviderKind;
     if let Some(url) = &s.sts_endpoint
         && !(url.starts_with("http://") || url.starts_with("https://"))
     {
@@ -340,7 +340,7 @@ fn devices(c: &Config, p: &mut Problems) {
         match sql
             .url
             .as_ref()
-            .map(|u| crate::registry::sql::Dialect::of(u.expose()))
+            .map(|u| super::sql::Dialect::of(u.expose()))
         {
             None => p.add("devices.sql.url", "is required when [devices.sql] is set"),
             Some(Err(e)) => p.add("devices.sql.url", e),

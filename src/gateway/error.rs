@@ -4,7 +4,7 @@
 use crate::issuer;
 use crate::protocol::ResultCode;
 
-use super::scope::WorkspaceError;
+use crate::domain::WorkspaceError;
 
 /// Why a request for credentials failed. `Display` is the message devices see: it names the
 /// cause and never holds a secret or an upstream response body.

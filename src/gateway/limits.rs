@@ -10,7 +10,7 @@ use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota};
 
 use crate::config::LimitsConfig;
-use crate::telemetry::audit::Requester;
+use crate::domain::Requester;
 
 /// How often (in checks) idle keys are forgotten.
 const SHRINK_EVERY: u64 = 4096;

@@ -4,20 +4,19 @@
 
 mod error;
 mod limits;
-mod scope;
 
 use std::sync::Arc;
 
 pub use error::Error;
 pub use limits::Limits;
-pub use scope::{MAX_WORKSPACE_LEN, PrefixTemplate, Scope, WorkspaceError, WorkspaceId};
 
 use crate::cache::{Cache, Lease};
 use crate::config::Config;
+use crate::domain::{PrefixTemplate, Requester, Scope, WorkspaceId};
 use crate::issuer::IssuerHandle;
 use crate::protocol::{Credentials, Provider, StorageConfig};
 use crate::registry::Registry;
-use crate::telemetry::audit::{Audit, Requester};
+use crate::telemetry::audit::Audit;
 
 /// Resolves scopes and hands out storage configurations.
 pub struct Gateway {
@@ -133,7 +132,12 @@ impl Gateway {
 
     /// Writes an audit record for a credential handed out to `requester`.
     pub fn audit(&self, issued: &Issued, requester: Requester<'_>) {
-        self.audit.record(issued, requester);
+        self.audit.record(
+            &issued.workspace,
+            &issued.config,
+            issued.cache_hit,
+            requester,
+        );
     }
 
     /// The storage endpoint advertised to devices.

@@ -9,10 +9,10 @@ use axum::response::{IntoResponse, Response};
 
 use super::{AUTH_HEADER, ApiError, AppState};
 use crate::auth;
-use crate::gateway::WorkspaceId;
+use crate::domain::Requester;
+use crate::domain::WorkspaceId;
 use crate::protocol::ResultCode;
 use crate::protocol::http::Envelope;
-use crate::telemetry::audit::Requester;
 use crate::telemetry::metrics;
 
 /// The `x-auth-token` header, taken without copying the whole header map (axum's `HeaderMap`

@@ -1,8 +1,5 @@
 //! `/healthz` (the process answers), `/readyz` (the broker session is up) and `/metrics`.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -10,26 +7,6 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use super::AppState;
-
-/// Readiness flags set by the parts that own them.
-#[derive(Clone, Debug, Default)]
-pub struct Readiness {
-    mqtt: Arc<AtomicBool>,
-}
-
-// === impl Readiness ===
-
-impl Readiness {
-    /// Records whether the MQTT session is connected.
-    pub fn set_mqtt(&self, up: bool) {
-        self.mqtt.store(up, Ordering::Relaxed);
-    }
-
-    /// Whether the MQTT session is connected.
-    pub fn mqtt(&self) -> bool {
-        self.mqtt.load(Ordering::Relaxed)
-    }
-}
 
 /// `GET /healthz`
 pub async fn healthz() -> &'static str {

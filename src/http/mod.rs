@@ -12,9 +12,9 @@ use axum::Router;
 use axum::routing::{get, post};
 
 pub use error::ApiError;
-pub use health::Readiness;
 
 use crate::auth::Verifier;
+use crate::domain::Readiness;
 use crate::gateway::Gateway;
 
 /// The token header Pilot 2 sends.

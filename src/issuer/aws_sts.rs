@@ -15,8 +15,10 @@ use aws_sdk_sts::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_sts::operation::RequestId;
 use aws_sdk_sts::operation::assume_role::AssumeRoleError;
 
-use super::{Error, IssueRequest, IssuedCredential, Issuer, ProviderKind, policy};
+use super::{Error, IssueRequest, IssuedCredential, Issuer, policy};
+
 use crate::config::StorageConfig;
+use crate::domain::ProviderKind;
 use crate::secret::Secret;
 
 /// MinIO ignores `RoleArn`, but the AWS API requires one.

@@ -4,7 +4,6 @@
 //! credentials already handed out. The embedded store authenticates requests against the keyring.
 
 use std::collections::HashMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -12,7 +11,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use super::{Error, IssueRequest, IssuedCredential, Issuer, ProviderKind};
+use super::{Error, IssueRequest, IssuedCredential, Issuer};
+
+use crate::domain::ProviderKind;
+use crate::files::{create_private_dir, write_private_atomically};
 use crate::random;
 use crate::secret::Secret;
 
@@ -279,39 +281,10 @@ fn remove_quietly(path: &Path) {
     }
 }
 
-/// Creates `dir` (and parents) with mode 0700 for the leaf.
-pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
-    let mut builder = std::fs::DirBuilder::new();
-    builder.recursive(true);
-    #[cfg(unix)]
-    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-    builder.create(dir)
-}
-
-/// Writes `bytes` to `path` through a temporary file, fsync and rename, mode 0600: a crash never
-/// leaves a partial file behind under the final name.
-pub fn write_private_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let result = (|| {
-        let mut file = options.open(&tmp)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::gateway::Scope;
+    use crate::domain::Scope;
 
     fn request(prefix: &str, secs: u64) -> IssueRequest {
         IssueRequest {

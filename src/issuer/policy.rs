@@ -9,7 +9,7 @@
 
 use serde_json::json;
 
-use crate::gateway::Scope;
+use crate::domain::Scope;
 
 /// AWS (and MinIO) limit on a session policy's plaintext.
 pub const AWS_POLICY_MAX: usize = 2048;
@@ -70,7 +70,7 @@ pub fn session_name(scope: &Scope, max: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::gateway::MAX_WORKSPACE_LEN;
+    use crate::domain::MAX_WORKSPACE_LEN;
 
     fn scope(prefix: &str) -> Scope {
         Scope {

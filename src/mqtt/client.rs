@@ -7,16 +7,7 @@ use bytes::Bytes;
 use rumqttc::v5;
 use rumqttc::{QoS, TlsConfiguration, Transport};
 
-use super::session::Settings;
-
-/// The MQTT protocol version spoken to the broker.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Protocol {
-    /// MQTT 3.1.1.
-    V311,
-    /// MQTT 5.
-    V5,
-}
+use super::settings::{Protocol, Settings};
 
 /// How long a persistent MQTT 5 session outlives its connection at the broker.
 const SESSION_EXPIRY: Duration = Duration::from_secs(3600);

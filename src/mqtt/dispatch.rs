@@ -3,10 +3,10 @@
 
 use tracing::Instrument;
 
+use crate::domain::Requester;
 use crate::gateway::Gateway;
 use crate::protocol::ResultCode;
 use crate::protocol::mqtt::{self, DecodeError, Inbound, MODULE_MEDIA};
-use crate::telemetry::audit::Requester;
 use crate::telemetry::metrics;
 
 use super::reply;

@@ -6,8 +6,9 @@ mod client;
 mod dispatch;
 mod reply;
 mod session;
+mod settings;
 pub mod tls;
 
-pub use client::Protocol;
 pub use dispatch::{Answer, handle};
-pub use session::{BrokerAddr, Settings, run};
+pub use session::run;
+pub use settings::{BrokerAddr, Protocol, Settings};

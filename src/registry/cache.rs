@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::gateway::WorkspaceId;
+use crate::domain::WorkspaceId;
 
 /// The most serial numbers remembered. Requests arrive on topics any connected client can
 /// publish to, so the map must not grow with every made-up serial number.

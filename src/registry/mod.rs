@@ -14,7 +14,7 @@ use std::collections::HashMap;
 pub use sql::LookupError;
 
 use crate::config::DevicesConfig;
-use crate::gateway::WorkspaceId;
+use crate::domain::WorkspaceId;
 
 /// The registry.
 #[derive(Debug, Default)]

@@ -13,17 +13,9 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
 use super::cache::{Answers, Cached};
 use crate::config::SqlDevicesConfig;
-use crate::gateway::WorkspaceId;
+use crate::config::sql::Dialect;
+use crate::domain::WorkspaceId;
 use crate::secret::Secret;
-
-/// The database kinds understood.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Dialect {
-    /// PostgreSQL (`postgres://`, `postgresql://`).
-    Postgres,
-    /// MySQL or MariaDB (`mysql://`, `mariadb://`).
-    MySql,
-}
 
 /// Why a gateway's workspace could not be looked up.
 #[derive(Clone, Debug, thiserror::Error)]
@@ -69,28 +61,6 @@ enum Failure {
     Unavailable(String),
     /// The database refused the query, or its answer has the wrong shape.
     Query(String),
-}
-
-// === impl Dialect ===
-
-impl Dialect {
-    /// The dialect of a database URL.
-    pub fn of(url: &str) -> Result<Self, String> {
-        let scheme = url.split_once("://").map_or("", |(s, _)| s);
-        match scheme.to_ascii_lowercase().as_str() {
-            "postgres" | "postgresql" => Ok(Self::Postgres),
-            "mysql" | "mariadb" => Ok(Self::MySql),
-            _ => Err("must start with postgres://, mysql:// or mariadb://".to_owned()),
-        }
-    }
-
-    /// The DJI demo's `manage_device` table, in this dialect's placeholder.
-    pub fn default_query(self) -> &'static str {
-        match self {
-            Self::Postgres => "SELECT workspace_id FROM manage_device WHERE device_sn = $1",
-            Self::MySql => "SELECT workspace_id FROM manage_device WHERE device_sn = ?",
-        }
-    }
 }
 
 // === impl SqlRegistry ===

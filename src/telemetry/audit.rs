@@ -11,7 +11,8 @@ use serde::Serialize;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 
-use crate::gateway::Issued;
+use crate::domain::{Requester, WorkspaceId};
+use crate::protocol::StorageConfig;
 
 const QUEUE: usize = 4096;
 
@@ -19,15 +20,6 @@ const QUEUE: usize = 4096;
 #[derive(Clone, Debug, Default)]
 pub struct Audit {
     tx: Option<mpsc::Sender<String>>,
-}
-
-/// Who asked.
-#[derive(Clone, Copy, Debug)]
-pub enum Requester<'a> {
-    /// A dock, by gateway serial number.
-    Device(&'a str),
-    /// Pilot 2, by token subject.
-    Token(&'a str),
 }
 
 #[derive(Serialize)]
@@ -62,18 +54,23 @@ impl Audit {
         Ok(Self { tx: Some(tx) })
     }
 
-    /// Records a credential handed out.
-    pub fn record(&self, issued: &Issued, requester: Requester<'_>) {
+    /// Records a credential handed out: `config` for `workspace` to `requester`.
+    pub fn record(
+        &self,
+        workspace: &WorkspaceId,
+        config: &StorageConfig,
+        cache_hit: bool,
+        requester: Requester<'_>,
+    ) {
         let Some(tx) = &self.tx else { return };
         let (front, device, subject) = match requester {
             Requester::Device(sn) => ("mqtt", Some(sn), None),
             Requester::Token(subject) => ("http", None, Some(subject)),
         };
-        let config = &issued.config;
         let record = Record {
             time: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
             front,
-            workspace: issued.workspace.as_str(),
+            workspace: workspace.as_str(),
             device,
             subject,
             bucket: &config.bucket,
@@ -81,7 +78,7 @@ impl Audit {
             provider: config.provider.as_str(),
             access_key_id: &config.credentials.access_key_id,
             expire: config.credentials.expire,
-            cache_hit: issued.cache_hit,
+            cache_hit,
         };
         let Ok(mut line) = serde_json::to_string(&record) else {
             return;

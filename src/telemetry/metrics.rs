@@ -66,21 +66,3 @@ pub fn cache_request(outcome: &'static str) {
 pub fn mqtt_dropped(reason: &'static str) {
     metrics::counter!("stsgate_mqtt_dropped_total", "reason" => reason).increment(1);
 }
-
-/// Sets the embedded MQTT broker's gauges from its counts.
-pub fn embedded_broker(stats: &crate::embedded::broker::Stats) {
-    let gauge = |name: &'static str, value: usize| {
-        // Counts of live things: far below f64's exact-integer range.
-        #[allow(clippy::cast_precision_loss)]
-        metrics::gauge!(name).set(value as f64);
-    };
-    gauge("stsgate_embedded_mqtt_sessions", stats.sessions);
-    gauge("stsgate_embedded_mqtt_connected", stats.connected);
-    gauge("stsgate_embedded_mqtt_filters", stats.filters);
-    gauge("stsgate_embedded_mqtt_retained", stats.retained);
-    gauge("stsgate_embedded_mqtt_queued", stats.queued);
-    gauge("stsgate_embedded_mqtt_retained_bytes", stats.retained_bytes);
-    gauge("stsgate_embedded_mqtt_queued_bytes", stats.queued_bytes);
-    metrics::counter!("stsgate_embedded_mqtt_dropped_total").absolute(stats.dropped);
-    metrics::counter!("stsgate_embedded_mqtt_refused_total").absolute(stats.refused);
-}

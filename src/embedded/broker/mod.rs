@@ -195,7 +195,7 @@ async fn accept(
                     router.expire(tokio::time::Instant::now());
                     router.stats()
                 };
-                crate::telemetry::metrics::embedded_broker(&stats);
+                stats.publish();
             }
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {

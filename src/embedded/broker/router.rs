@@ -122,6 +122,29 @@ pub struct Stats {
     pub refused: u64,
 }
 
+// === impl Stats ===
+
+impl Stats {
+    /// Sets the broker's gauges and counters (the `metrics` facade: whoever installed a
+    /// recorder, the service's `/metrics`, sees them).
+    pub fn publish(&self) {
+        let gauge = |name: &'static str, value: usize| {
+            // Counts of live things: far below f64's exact-integer range.
+            #[allow(clippy::cast_precision_loss)]
+            metrics::gauge!(name).set(value as f64);
+        };
+        gauge("stsgate_embedded_mqtt_sessions", self.sessions);
+        gauge("stsgate_embedded_mqtt_connected", self.connected);
+        gauge("stsgate_embedded_mqtt_filters", self.filters);
+        gauge("stsgate_embedded_mqtt_retained", self.retained);
+        gauge("stsgate_embedded_mqtt_queued", self.queued);
+        gauge("stsgate_embedded_mqtt_retained_bytes", self.retained_bytes);
+        gauge("stsgate_embedded_mqtt_queued_bytes", self.queued_bytes);
+        metrics::counter!("stsgate_embedded_mqtt_dropped_total").absolute(self.dropped);
+        metrics::counter!("stsgate_embedded_mqtt_refused_total").absolute(self.refused);
+    }
+}
+
 /// The routing table.
 #[derive(Debug)]
 pub(super) struct Router {

@@ -745,3 +745,17 @@ async fn with_users_a_client_must_log_in() {
         0
     );
 }
+
+/// The service's configuration defaults are the broker's own (the broker knows no config).
+#[test]
+fn the_service_defaults_are_the_brokers_defaults() {
+    assert_eq!(crate::config::EMBEDDED_MAX_SESSIONS, super::MAX_SESSIONS);
+    assert_eq!(
+        crate::config::EMBEDDED_MAX_RETAINED_BYTES,
+        super::MAX_RETAINED_BYTES
+    );
+    assert_eq!(
+        crate::config::EMBEDDED_MAX_QUEUED_BYTES,
+        super::MAX_QUEUED_BYTES
+    );
+}

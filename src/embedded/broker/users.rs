@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use super::router::Users;
-use crate::issuer::local::write_private_atomically;
+use crate::files::write_private_atomically;
 use crate::random;
 use crate::secret::Secret;
 

@@ -9,7 +9,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::config::LocalStoreConfig;
-use crate::issuer::local::write_private_atomically;
+use crate::files::write_private_atomically;
 use crate::random;
 use crate::secret::Secret;
 

@@ -57,11 +57,11 @@ impl Disk {
     /// Opens (creating what is missing) the store under `root` and claims a temporary area.
     pub fn open(root: &Path) -> io::Result<Self> {
         for dir in [META, UPLOADS, TMP] {
-            crate::issuer::local::create_private_dir(&root.join(dir))?;
+            crate::files::create_private_dir(&root.join(dir))?;
         }
         let instance = crate::random::string(b"0123456789abcdef", 16).map_err(io::Error::other)?;
         let tmp = root.join(TMP).join(instance);
-        crate::issuer::local::create_private_dir(&tmp)?;
+        crate::files::create_private_dir(&tmp)?;
         // Created, then held open read-only: a file open for writing would keep the file system
         // from being remounted read-only.
         drop(File::create(tmp.join(LOCK))?);

@@ -39,7 +39,8 @@ pub use backend::Store;
 pub use cleanup::{Swept, sweep};
 
 use crate::config::LocalStoreConfig;
-use crate::issuer::local::{Keyring, create_private_dir};
+use crate::files::create_private_dir;
+use crate::issuer::local::Keyring;
 
 /// Why the store could not start.
 #[derive(Debug, thiserror::Error)]

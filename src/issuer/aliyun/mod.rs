@@ -15,8 +15,10 @@ use std::time::{Duration, SystemTime};
 use async_trait::async_trait;
 use serde::Deserialize;
 
-use super::{Error, IssueRequest, IssuedCredential, Issuer, ProviderKind, policy};
+use super::{Error, IssueRequest, IssuedCredential, Issuer, policy};
+
 use crate::config::StorageConfig;
+use crate::domain::ProviderKind;
 use crate::random;
 use crate::secret::Secret;
 

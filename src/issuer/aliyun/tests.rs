@@ -4,7 +4,7 @@
 use std::time::{Duration, UNIX_EPOCH};
 
 use super::*;
-use crate::gateway::Scope;
+use crate::domain::Scope;
 
 fn request() -> IssueRequest {
     IssueRequest {
