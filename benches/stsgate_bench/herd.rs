@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Instant;
 
-use stsgate::gateway::Gateway;
+use stsgate::gateway::{Gateway, Request};
 
 use stsgate::domain::WorkspaceId;
 
@@ -81,8 +81,9 @@ pub async fn run(scale: &Scale) -> (Vec<String>, Vec<(f64, f64)>) {
     let (calls, keys, secs) = herd(scale.docks_total, |d| {
         let g = gateway.clone();
         async move {
+            let sn = format!("HERD{d:06}");
             let issued = g
-                .for_device(&format!("HERD{d:06}"))
+                .credentials(Request::Dock { sn: &sn })
                 .await
                 .expect("credentials");
             issued.config.credentials.access_key_id

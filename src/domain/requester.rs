@@ -9,3 +9,15 @@ pub enum Requester<'a> {
     /// Pilot 2, by token subject.
     Token(&'a str),
 }
+
+// === impl Requester ===
+
+impl Requester<'_> {
+    /// The front such a requester comes through (a metrics label).
+    pub const fn front(self) -> &'static str {
+        match self {
+            Self::Device(_) => "mqtt",
+            Self::Token(_) => "http",
+        }
+    }
+}

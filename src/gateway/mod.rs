@@ -1,6 +1,7 @@
-//! The core both fronts call: resolve a workspace (HTTP) or a gateway serial number (MQTT) to a
-//! [`Scope`], get a credential for it from the [`Cache`], and assemble the [`StorageConfig`]
-//! devices receive. Fronts depend on this, never on an issuer.
+//! The core both fronts call, through one entry point: [`Gateway::credentials`] takes a decoded
+//! [`Request`] (Pilot 2's verified token, or a dock's serial number) through admit → resolve →
+//! scope → cache → audit → log and count, and returns the [`StorageConfig`] devices receive, or
+//! the [`Error`] each front maps to its reply. Fronts depend on this, never on an issuer.
 
 mod error;
 mod limits;
@@ -14,9 +15,10 @@ use crate::cache::{Cache, Lease};
 use crate::config::Config;
 use crate::domain::{PrefixTemplate, Requester, Scope, WorkspaceId};
 use crate::issuer::IssuerHandle;
-use crate::protocol::{Credentials, Provider, StorageConfig};
+use crate::protocol::{Credentials, Provider, ResultCode, StorageConfig};
 use crate::registry::Registry;
 use crate::telemetry::audit::Audit;
+use crate::telemetry::metrics;
 
 /// Resolves scopes and hands out storage configurations.
 pub struct Gateway {
@@ -29,6 +31,24 @@ pub struct Gateway {
     provider: Provider,
     audit: Audit,
     limits: Limits,
+}
+
+/// A request for credentials, as a front decoded it.
+#[derive(Clone, Copy, Debug)]
+pub enum Request<'a> {
+    /// Pilot 2 with a verified token: the workspace as the path names it (checked against the
+    /// token by the front), and the token's subject.
+    Pilot {
+        /// The workspace id, not yet validated.
+        workspace: &'a str,
+        /// The token's subject.
+        subject: &'a str,
+    },
+    /// A dock by gateway serial number, for the workspace the device registry binds it to.
+    Dock {
+        /// The gateway serial number.
+        sn: &'a str,
+    },
 }
 
 /// A storage configuration handed out, with what the audit trail needs.
@@ -84,21 +104,72 @@ impl Gateway {
         })
     }
 
-    /// The storage configuration for a workspace (HTTP front).
+    /// The one way both fronts get credentials, top to bottom: admit the requester under the rate
+    /// limits, resolve its workspace (as given by a verified token, or the dock's binding in the
+    /// device registry), scope it, take the credential from the cache, then audit, log and count
+    /// what was handed out. A front authenticates and decodes before, encodes after, and reports
+    /// the errors it returns (each front maps them in one place).
+    pub async fn credentials(&self, request: Request<'_>) -> Result<Issued, Error> {
+        let requester = match request {
+            // Per workspace and subject: the DJI demo's usernames ("pilot") repeat across
+            // workspaces, and tokens without a subject share only their own workspace's bucket.
+            Request::Pilot { workspace, subject } => {
+                if self.limits.subjects_limited() {
+                    self.admit(Requester::Token(&format!("{workspace}/{subject}")))?;
+                }
+                Requester::Token(subject)
+            }
+            Request::Dock { sn } => {
+                self.admit(Requester::Device(sn))?;
+                Requester::Device(sn)
+            }
+        };
+        let workspace = match request {
+            Request::Pilot { workspace, .. } => WorkspaceId::parse(workspace)?,
+            Request::Dock { sn } => self
+                .registry
+                .workspace_of(sn)
+                .await?
+                .ok_or_else(|| Error::DeviceNotBound { sn: sn.to_owned() })?,
+        };
+        let issued = self.for_workspace(workspace).await?;
+        self.audit.record(
+            &issued.workspace,
+            &issued.config,
+            issued.cache_hit,
+            requester,
+        );
+        let c = &issued.config.credentials;
+        match requester {
+            Requester::Token(subject) => tracing::info!(
+                front = "http",
+                workspace = %issued.workspace,
+                subject,
+                access_key_id = %c.access_key_id,
+                expire = c.expire,
+                cache_hit = issued.cache_hit,
+                "credentials handed out"
+            ),
+            Requester::Device(sn) => tracing::info!(
+                front = "mqtt",
+                sn,
+                workspace = %issued.workspace,
+                access_key_id = %c.access_key_id,
+                expire = c.expire,
+                cache_hit = issued.cache_hit,
+                "credentials handed out"
+            ),
+        }
+        metrics::request(requester.front(), ResultCode::Success.label());
+        Ok(issued)
+    }
+
+    /// The storage configuration for a workspace already resolved, with no rate limit, audit or
+    /// request count: for `stsgate check` and benchmarks, not for the fronts.
     pub async fn for_workspace(&self, workspace: WorkspaceId) -> Result<Issued, Error> {
         let scope = self.scope(&workspace);
         let lease = self.cache.get(&scope).await?;
         Ok(self.issued(workspace, &scope, lease))
-    }
-
-    /// The storage configuration for a gateway (MQTT front), via the device registry.
-    pub async fn for_device(&self, sn: &str) -> Result<Issued, Error> {
-        let workspace = self
-            .registry
-            .workspace_of(sn)
-            .await?
-            .ok_or_else(|| Error::DeviceNotBound { sn: sn.to_owned() })?;
-        self.for_workspace(workspace).await
     }
 
     /// Checks the device registry's database query once (start-up).
@@ -112,32 +183,14 @@ impl Gateway {
         self
     }
 
-    /// Whether tokens are rate-limited at all (`limits.subject_per_minute` > 0).
-    pub fn limits_subjects(&self) -> bool {
-        self.limits.subjects_limited()
-    }
-
     /// Admits a request from `requester` under the rate limits, or refuses it with the time to
     /// wait.
-    pub fn admit(&self, requester: Requester<'_>) -> Result<(), Error> {
+    fn admit(&self, requester: Requester<'_>) -> Result<(), Error> {
         self.limits.check(requester).map_err(|retry_after| {
-            let front = match requester {
-                Requester::Device(_) => "mqtt",
-                Requester::Token(_) => "http",
-            };
-            metrics::counter!("stsgate_rate_limited_total", "front" => front).increment(1);
+            ::metrics::counter!("stsgate_rate_limited_total", "front" => requester.front())
+                .increment(1);
             Error::RateLimited { retry_after }
         })
-    }
-
-    /// Writes an audit record for a credential handed out to `requester`.
-    pub fn audit(&self, issued: &Issued, requester: Requester<'_>) {
-        self.audit.record(
-            &issued.workspace,
-            &issued.config,
-            issued.cache_hit,
-            requester,
-        );
     }
 
     /// The storage endpoint advertised to devices.

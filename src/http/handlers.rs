@@ -9,11 +9,9 @@ use axum::response::{IntoResponse, Response};
 
 use super::{AUTH_HEADER, ApiError, AppState};
 use crate::auth;
-use crate::domain::Requester;
-use crate::domain::WorkspaceId;
+use crate::gateway::Request;
 use crate::protocol::ResultCode;
 use crate::protocol::http::Envelope;
-use crate::telemetry::metrics;
 
 /// The `x-auth-token` header, taken without copying the whole header map (axum's `HeaderMap`
 /// extractor clones it).
@@ -52,28 +50,13 @@ pub async fn sts(
             "the token is for another workspace than the one in the path",
         ));
     }
-    // Per workspace and subject: the DJI demo's usernames ("pilot") repeat across workspaces,
-    // and tokens without any subject share only their own workspace's bucket.
-    if state.gateway.limits_subjects() {
-        let rate_key = format!("{}/{}", claims.workspace_id, claims.subject());
-        state.gateway.admit(Requester::Token(&rate_key))?;
-    }
-    let workspace = WorkspaceId::parse(&workspace)
-        .map_err(|e| ApiError::new(ResultCode::BadRequest, e.to_string()))?;
-    let issued = state.gateway.for_workspace(workspace).await?;
-    state
+    let issued = state
         .gateway
-        .audit(&issued, Requester::Token(claims.subject()));
-    tracing::info!(
-        front = "http",
-        workspace = %issued.workspace,
-        subject = claims.subject(),
-        access_key_id = %issued.config.credentials.access_key_id,
-        expire = issued.config.credentials.expire,
-        cache_hit = issued.cache_hit,
-        "credentials handed out"
-    );
-    metrics::request("http", ResultCode::Success.label());
+        .credentials(Request::Pilot {
+            workspace: &workspace,
+            subject: claims.subject(),
+        })
+        .await?;
     // `Envelope::success(config)` as serde writes it (a test holds the two equal), from the
     // credential's rendering made once.
     let mut body = Vec::with_capacity(1024);

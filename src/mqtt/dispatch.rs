@@ -3,8 +3,7 @@
 
 use tracing::Instrument;
 
-use crate::domain::Requester;
-use crate::gateway::Gateway;
+use crate::gateway::{Gateway, Request};
 use crate::protocol::ResultCode;
 use crate::protocol::mqtt::{self, DecodeError, Inbound, MODULE_MEDIA};
 use crate::telemetry::metrics;
@@ -65,21 +64,8 @@ pub async fn handle(
                     reply::failure(tid, bid, ResultCode::UnsupportedModule, m)
                 })
             }
-            Ok(_) => match admitted(gateway, sn).await {
-                Ok(issued) => {
-                    gateway.audit(&issued, Requester::Device(sn));
-                    tracing::info!(
-                        front = "mqtt",
-                        sn,
-                        workspace = %issued.workspace,
-                        access_key_id = %issued.config.credentials.access_key_id,
-                        expire = issued.config.credentials.expire,
-                        cache_hit = issued.cache_hit,
-                        "credentials handed out"
-                    );
-                    metrics::request("mqtt", ResultCode::Success.label());
-                    reply::success(tid, bid, &issued.config)
-                }
+            Ok(_) => match gateway.credentials(Request::Dock { sn }).await {
+                Ok(issued) => reply::success(tid, bid, &issued.config),
                 Err(e) => refuse(sn, e.code(), &e.to_string(), |_| reply::error(tid, bid, &e)),
             },
         }
@@ -97,15 +83,6 @@ fn tid_text(tid: &mqtt::MessageId) -> String {
         mqtt::MessageId::Text(t) => t.chars().take(64).flat_map(char::escape_default).collect(),
         mqtt::MessageId::Number(n) => n.get().chars().take(64).collect(),
     }
-}
-
-/// The storage configuration for `sn`, if the rate limits admit the request.
-async fn admitted(
-    gateway: &Gateway,
-    sn: &str,
-) -> Result<crate::gateway::Issued, crate::gateway::Error> {
-    gateway.admit(Requester::Device(sn))?;
-    gateway.for_device(sn).await
 }
 
 fn refuse(
