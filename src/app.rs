@@ -26,25 +26,25 @@ const GRACE: Duration = Duration::from_secs(5);
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The data dir is unusable.
-    #[error("data dir {path}: {reason}")]
+    #[error("data dir {}: {source}", path.display())]
     DataDir {
         /// The path.
-        path: String,
+        path: std::path::PathBuf,
         /// What failed.
-        reason: String,
+        source: std::io::Error,
     },
     /// The token verification keys could not be loaded or generated.
     #[error("auth: {0}")]
-    Secret(String),
+    Auth(#[from] auth::SetupError),
     /// The issuer could not be built.
     #[error("storage: {0}")]
     Issuer(#[from] issuer::Error),
     /// The gateway could not be built (the message names the key).
-    #[error("{0}")]
-    Gateway(String),
+    #[error(transparent)]
+    Gateway(#[from] crate::gateway::SetupError),
     /// The device registry's database refused its query.
-    #[error("{0}")]
-    Registry(String),
+    #[error(transparent)]
+    Registry(#[from] crate::registry::ProbeError),
     /// The embedded broker failed.
     #[error(transparent)]
     Broker(#[from] crate::embedded::broker::Error),
@@ -53,16 +53,26 @@ pub enum Error {
     BrokerUsers(#[from] crate::embedded::broker::users::Error),
     /// The external broker URL is unusable.
     #[error("mqtt.url: {0}")]
-    BrokerUrl(String),
+    BrokerUrl(#[from] mqtt::AddrError),
     /// The TLS settings for the broker are unusable (the message names the key).
-    #[error("{0}")]
-    BrokerTls(String),
+    #[error(transparent)]
+    BrokerTls(#[from] mqtt::tls::Error),
     /// The MQTT password file is unreadable.
-    #[error("mqtt.password_file: {0}")]
-    BrokerPassword(String),
+    #[error("mqtt.password_file: {}: {source}", path.display())]
+    BrokerPassword {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
     /// The audit log cannot be opened.
-    #[error("audit.path {0}")]
-    Audit(String),
+    #[error("audit.path {}: {source}", path.display())]
+    Audit {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
     /// The embedded store failed.
     #[error(transparent)]
     Store(#[from] crate::embedded::store::Error),
@@ -106,13 +116,12 @@ impl Service {
     /// Starts everything; returns once the listeners are bound (the MQTT session connects in the
     /// background: see [`Service::wait_ready`]).
     pub async fn start(mut config: Config) -> Result<Self, Error> {
-        crate::files::create_private_dir(&config.data_dir).map_err(|e| Error::DataDir {
-            path: config.data_dir.display().to_string(),
-            reason: e.to_string(),
+        crate::files::create_private_dir(&config.data_dir).map_err(|source| Error::DataDir {
+            path: config.data_dir.clone(),
+            source,
         })?;
         let metrics = telemetry::metrics::install();
-        let jwt_secret =
-            auth::load_or_generate(&config.auth, &config.data_dir).map_err(Error::Secret)?;
+        let jwt_secret = auth::load_or_generate(&config.auth, &config.data_dir)?;
         let opened = issuer::open(&config).await?;
         let caps = Caps::new(&config, opened.keyring.is_some());
         let shutdown = CancellationToken::new();
@@ -136,18 +145,19 @@ impl Service {
             None => None,
         };
         let audit = match &config.audit.path {
-            Some(path) => Audit::open(path)
-                .await
-                .map_err(|e| Error::Audit(format!("{}: {e}", path.display())))?,
+            Some(path) => Audit::open(path).await.map_err(|source| Error::Audit {
+                path: path.clone(),
+                source,
+            })?,
             None => Audit::default(),
         };
-        let gateway = Gateway::new(&config, opened.issuer).map_err(Error::Gateway)?;
-        gateway.probe_registry().await.map_err(Error::Registry)?;
+        let gateway = Gateway::new(&config, opened.issuer)?;
+        gateway.probe_registry().await?;
         let gateway = Arc::new(gateway.with_audit(audit));
         let mut mqtt_users_generated = None;
         let mut service_login = None;
         let (broker, embedded_mqtt) = match &config.mqtt.url {
-            Some(url) => (BrokerAddr::parse(url).map_err(Error::BrokerUrl)?, None),
+            Some(url) => (BrokerAddr::parse(url)?, None),
             None => {
                 let users = if config.mqtt.embedded_auth {
                     let (users, generated) =
@@ -189,7 +199,7 @@ impl Service {
 
         let state = AppState {
             gateway: gateway.clone(),
-            verifier: Arc::new(Verifier::new(&jwt_secret, &config.auth).map_err(Error::Secret)?),
+            verifier: Arc::new(Verifier::new(&jwt_secret, &config.auth)?),
             readiness: readiness.clone(),
             metrics,
         };
@@ -216,7 +226,7 @@ impl Service {
 
         let password = mqtt_password(&config)?;
         let tls = if broker.tls {
-            Some(mqtt::tls::client_config(&config.mqtt).map_err(Error::BrokerTls)?)
+            Some(mqtt::tls::client_config(&config.mqtt)?)
         } else {
             None
         };
@@ -327,9 +337,14 @@ fn mqtt_password(config: &Config) -> Result<Option<Secret>, Error> {
         return Ok(Some(password.clone()));
     }
     match &config.mqtt.password_file {
-        Some(path) => auth::read_secret_file(path)
-            .map(Some)
-            .map_err(|e| Error::BrokerPassword(format!("{}: {e}", path.display()))),
+        Some(path) => {
+            auth::read_secret_file(path)
+                .map(Some)
+                .map_err(|source| Error::BrokerPassword {
+                    path: path.clone(),
+                    source,
+                })
+        }
         None => Ok(None),
     }
 }

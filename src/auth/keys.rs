@@ -47,26 +47,31 @@ struct Fetch {
     ok: bool,
 }
 
+/// A PEM file that holds neither an RSA nor an EC P-256 public key.
+#[derive(Debug, thiserror::Error)]
+#[error("not a PEM RSA or EC public key")]
+pub struct NotAPublicKey;
+
 // === impl PublicKeys ===
 
 impl PublicKeys {
     /// Reads a PEM public key (RSA or EC P-256).
-    pub fn from_pem(pem: &[u8]) -> Result<Self, String> {
+    pub fn from_pem(pem: &[u8]) -> Result<Self, NotAPublicKey> {
         if let Ok(key) = DecodingKey::from_rsa_pem(pem) {
             return Ok(Self::Static(key, Algorithm::RS256));
         }
         DecodingKey::from_ec_pem(pem)
             .map(|key| Self::Static(key, Algorithm::ES256))
-            .map_err(|_| "not a PEM RSA or EC public key".to_owned())
+            .map_err(|_| NotAPublicKey)
     }
 
     /// A JWKS endpoint, fetched at most once per `refetch_after`; nothing is fetched until a
     /// token needs a key.
-    pub fn jwks(url: &str, refetch_after: Duration) -> Result<Self, String> {
+    pub fn jwks(url: &str, refetch_after: Duration) -> Result<Self, super::SetupError> {
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(5))
             .build()
-            .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+            .map_err(super::SetupError::HttpClient)?;
         Ok(Self::Jwks(Jwks {
             url: url.to_owned(),
             http,

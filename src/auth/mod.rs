@@ -9,5 +9,5 @@ mod secret_file;
 
 pub use error::Error;
 pub use jwt::{Claims, Verifier, mint};
-pub use keys::PublicKeys;
-pub use secret_file::{load_or_generate, read_secret_file};
+pub use keys::{NotAPublicKey, PublicKeys};
+pub use secret_file::{SetupError, load_or_generate, read_secret_file};

@@ -111,7 +111,7 @@ pub async fn run(mut config: Config, workspace: WorkspaceId) -> Report {
     let gateway = match Gateway::new(&config, opened.issuer) {
         Ok(gateway) => gateway,
         Err(e) => {
-            report.add(Mark::Fail, "build the gateway", e);
+            report.add(Mark::Fail, "build the gateway", e.to_string());
             return report;
         }
     };

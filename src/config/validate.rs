@@ -196,7 +196,7 @@ fn storage(c: &Config, p: &mut Problems) {
             "must start with http:// or https:// (devices need the scheme)",
         );
     }
-    if let Err(reason) = PrefixTemplate::parse(&s.object_key_prefix) {
+    if let Err(reason) = PrefixTemplate::parse(&s.object_key_prefix).map_err(|e| e.to_string()) {
         p.add("storage.object_key_prefix", reason);
     }
     if s.expire_margin >= s.min_remaining {
@@ -343,7 +343,7 @@ fn devices(c: &Config, p: &mut Problems) {
             .map(|u| super::sql::Dialect::of(u.expose()))
         {
             None => p.add("devices.sql.url", "is required when [devices.sql] is set"),
-            Some(Err(e)) => p.add("devices.sql.url", e),
+            Some(Err(e)) => p.add("devices.sql.url", e.to_string()),
             Some(Ok(_)) => {}
         }
         if sql.password.is_some() && sql.password_file.is_some() {

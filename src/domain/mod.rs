@@ -11,4 +11,6 @@ mod scope;
 pub use provider::ProviderKind;
 pub use readiness::Readiness;
 pub use requester::Requester;
-pub use scope::{MAX_WORKSPACE_LEN, PrefixTemplate, Scope, WorkspaceError, WorkspaceId};
+pub use scope::{
+    MAX_WORKSPACE_LEN, PrefixError, PrefixTemplate, Scope, WorkspaceError, WorkspaceId,
+};

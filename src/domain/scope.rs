@@ -29,6 +29,29 @@ pub struct Scope {
     pub prefix: Arc<str>,
 }
 
+/// Why an `object_key_prefix` template was refused.
+#[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
+pub enum PrefixError {
+    /// A `{` without its `}`.
+    #[error("unclosed '{{'")]
+    Unclosed,
+    /// A `}` without its `{`.
+    #[error("unmatched '}}'")]
+    Unmatched,
+    /// A placeholder other than `{workspace_id}`.
+    #[error("unknown placeholder {{{0}}}; the only one is {{workspace_id}}")]
+    Placeholder(String),
+    /// A character that is not safe in an object key.
+    #[error("character {0:?} is not allowed; use letters, digits and -_./")]
+    Character(char),
+    /// Empty, or a leading or trailing `/`.
+    #[error("must not be empty, start or end with '/'")]
+    Edges,
+    /// An empty, `.` or `..` segment.
+    #[error("must not contain empty, '.' or '..' path segments")]
+    Segments,
+}
+
 /// The parsed `storage.object_key_prefix` template.
 #[derive(Clone, Debug)]
 pub struct PrefixTemplate {
@@ -97,19 +120,15 @@ fn shown(s: &str) -> String {
 impl PrefixTemplate {
     /// Parses a template. Placeholders: `{workspace_id}`. Literal text is letters, digits and
     /// `-_./`; segments may not be empty, `.` or `..`; no leading or trailing `/`.
-    pub fn parse(template: &str) -> Result<Self, String> {
+    pub fn parse(template: &str) -> Result<Self, PrefixError> {
         let mut parts = Vec::new();
         let mut rest = template;
         while let Some(open) = rest.find('{') {
             push_literal(&mut parts, &rest[..open])?;
-            let close = rest[open..].find('}').ok_or("unclosed '{'")? + open;
+            let close = rest[open..].find('}').ok_or(PrefixError::Unclosed)? + open;
             match &rest[open + 1..close] {
                 "workspace_id" => parts.push(Part::WorkspaceId),
-                other => {
-                    return Err(format!(
-                        "unknown placeholder {{{other}}}; the only one is {{workspace_id}}"
-                    ));
-                }
+                other => return Err(PrefixError::Placeholder(other.to_owned())),
             }
             rest = &rest[close + 1..];
         }
@@ -117,13 +136,13 @@ impl PrefixTemplate {
         let template = Self { parts };
         let sample = template.render(&WorkspaceId("w".into()));
         if sample.is_empty() || sample.starts_with('/') || sample.ends_with('/') {
-            return Err("must not be empty, start or end with '/'".to_owned());
+            return Err(PrefixError::Edges);
         }
         if sample
             .split('/')
             .any(|seg| seg.is_empty() || seg == "." || seg == "..")
         {
-            return Err("must not contain empty, '.' or '..' path segments".to_owned());
+            return Err(PrefixError::Segments);
         }
         Ok(template)
     }
@@ -141,17 +160,15 @@ impl PrefixTemplate {
     }
 }
 
-fn push_literal(parts: &mut Vec<Part>, text: &str) -> Result<(), String> {
+fn push_literal(parts: &mut Vec<Part>, text: &str) -> Result<(), PrefixError> {
     if text.contains('}') {
-        return Err("unmatched '}'".to_owned());
+        return Err(PrefixError::Unmatched);
     }
     if let Some(c) = text
         .chars()
         .find(|c| !(c.is_ascii_alphanumeric() || "-_./".contains(*c)))
     {
-        return Err(format!(
-            "character {c:?} is not allowed; use letters, digits and -_./"
-        ));
+        return Err(PrefixError::Character(c));
     }
     if !text.is_empty() {
         parts.push(Part::Literal(text.to_owned()));

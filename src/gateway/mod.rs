@@ -33,6 +33,17 @@ pub struct Gateway {
     limits: Limits,
 }
 
+/// Why the gateway could not be built; each names the setting at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    /// `storage.object_key_prefix` is not a usable template.
+    #[error("storage.object_key_prefix: {0}")]
+    Prefix(#[from] crate::domain::PrefixError),
+    /// The device registry could not be built.
+    #[error(transparent)]
+    Registry(#[from] crate::registry::SetupError),
+}
+
 /// A request for credentials, as a front decoded it.
 #[derive(Clone, Copy, Debug)]
 pub enum Request<'a> {
@@ -88,9 +99,8 @@ impl Issued {
 
 impl Gateway {
     /// Builds the gateway from a validated config and an issuer.
-    pub fn new(config: &Config, issuer: IssuerHandle) -> Result<Self, String> {
-        let template = PrefixTemplate::parse(&config.storage.object_key_prefix)
-            .map_err(|e| format!("storage.object_key_prefix: {e}"))?;
+    pub fn new(config: &Config, issuer: IssuerHandle) -> Result<Self, SetupError> {
+        let template = PrefixTemplate::parse(&config.storage.object_key_prefix)?;
         Ok(Self {
             provider: issuer.provider(),
             cache: Cache::new(issuer, &config.storage),
@@ -173,7 +183,7 @@ impl Gateway {
     }
 
     /// Checks the device registry's database query once (start-up).
-    pub async fn probe_registry(&self) -> Result<(), String> {
+    pub async fn probe_registry(&self) -> Result<(), crate::registry::ProbeError> {
         self.registry.probe().await
     }
 

@@ -11,4 +11,4 @@ pub mod tls;
 
 pub use dispatch::{Answer, handle};
 pub use session::run;
-pub use settings::{BrokerAddr, Protocol, Settings};
+pub use settings::{AddrError, BrokerAddr, Protocol, Settings};

@@ -31,6 +31,20 @@ pub struct BrokerAddr {
     pub tls: bool,
 }
 
+/// Why a broker URL was refused.
+#[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
+pub enum AddrError {
+    /// Neither `mqtt://` nor `mqtts://`.
+    #[error("`{0}` does not start with mqtt:// or mqtts://")]
+    Scheme(String),
+    /// The port is not a number from 0 to 65535.
+    #[error("`{0}` is not a port")]
+    Port(String),
+    /// Nothing between the scheme and the port.
+    #[error("`{0}` has no host")]
+    NoHost(String),
+}
+
 /// Session settings derived from `[mqtt]`.
 #[derive(Clone, Debug)]
 pub struct Settings {
@@ -61,24 +75,23 @@ pub struct Settings {
 impl BrokerAddr {
     /// Parses `mqtt://host[:port]` (port 1883 by default) or `mqtts://host[:port]` (TLS, port
     /// 8883 by default).
-    pub fn parse(url: &str) -> Result<Self, String> {
+    pub fn parse(url: &str) -> Result<Self, AddrError> {
         let (rest, tls) = match (url.strip_prefix("mqtt://"), url.strip_prefix("mqtts://")) {
             (Some(rest), _) => (rest, false),
             (_, Some(rest)) => (rest, true),
-            _ => return Err(format!("`{url}` does not start with mqtt:// or mqtts://")),
+            _ => return Err(AddrError::Scheme(url.to_owned())),
         };
         let rest = rest.trim_end_matches('/');
         let (host, port) = match rest.rsplit_once(':') {
             Some((host, port)) if !host.ends_with(']') || host.starts_with('[') => (
                 host,
-                port.parse()
-                    .map_err(|_| format!("`{port}` is not a port"))?,
+                port.parse().map_err(|_| AddrError::Port(port.to_owned()))?,
             ),
             _ => (rest, if tls { 8883 } else { 1883 }),
         };
         let host = host.trim_start_matches('[').trim_end_matches(']');
         if host.is_empty() {
-            return Err(format!("`{url}` has no host"));
+            return Err(AddrError::NoHost(url.to_owned()));
         }
         Ok(Self {
             host: host.to_owned(),

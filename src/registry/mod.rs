@@ -11,7 +11,7 @@ pub mod sql;
 
 use std::collections::HashMap;
 
-pub use sql::LookupError;
+pub use sql::{LookupError, ProbeError, SetupError};
 
 use crate::config::DevicesConfig;
 use crate::domain::WorkspaceId;
@@ -33,7 +33,7 @@ impl Registry {
     pub fn from_config(
         devices: &DevicesConfig,
         default_workspace: Option<&str>,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, SetupError> {
         let bind = devices
             .bind
             .iter()
@@ -45,8 +45,11 @@ impl Registry {
                 let password = match (&config.password, &config.password_file) {
                     (Some(p), _) => Some(p.clone()),
                     (None, Some(path)) => {
-                        Some(crate::auth::read_secret_file(path).map_err(|e| {
-                            format!("devices.sql.password_file {}: {e}", path.display())
+                        Some(crate::auth::read_secret_file(path).map_err(|source| {
+                            SetupError::PasswordFile {
+                                path: path.clone(),
+                                source,
+                            }
                         })?)
                     }
                     (None, None) => None,
@@ -59,7 +62,7 @@ impl Registry {
     }
 
     /// Checks the database query once (start-up).
-    pub async fn probe(&self) -> Result<(), String> {
+    pub async fn probe(&self) -> Result<(), ProbeError> {
         match &self.sql {
             Some(sql) => Box::pin(sql.probe()).await,
             None => Ok(()),

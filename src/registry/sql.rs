@@ -17,6 +17,38 @@ use crate::config::sql::Dialect;
 use crate::domain::WorkspaceId;
 use crate::secret::Secret;
 
+/// Why the SQL registry could not be built; each names the setting at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    /// `[devices.sql]` without a URL.
+    #[error("devices.sql.url is required when [devices.sql] is set")]
+    NoUrl,
+    /// A URL of no known database.
+    #[error("devices.sql.url {0}")]
+    Scheme(#[from] crate::config::sql::UnknownScheme),
+    /// A URL the driver refuses.
+    #[error("devices.sql.url cannot be used: {0}")]
+    Url(sqlx::Error),
+    /// `devices.sql.password_file` unreadable or empty.
+    #[error("devices.sql.password_file {}: {source}", path.display())]
+    PasswordFile {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// The database refused `devices.sql.query` at start-up.
+#[derive(Debug, thiserror::Error)]
+#[error("devices.sql.query fails on {database}: {reason}")]
+pub struct ProbeError {
+    /// The database URL without its password.
+    pub database: String,
+    /// What the database said.
+    pub reason: String,
+}
+
 /// Why a gateway's workspace could not be looked up.
 #[derive(Clone, Debug, thiserror::Error)]
 pub enum LookupError {
@@ -67,13 +99,10 @@ enum Failure {
 
 impl SqlRegistry {
     /// Builds the pool (connections are opened on first use) from validated config.
-    pub fn new(config: &SqlDevicesConfig, password: Option<Secret>) -> Result<Self, String> {
-        let url = config
-            .url
-            .as_ref()
-            .ok_or("devices.sql.url is required when [devices.sql] is set")?;
-        let dialect = Dialect::of(url.expose()).map_err(|e| format!("devices.sql.url {e}"))?;
-        let bad_url = |e: sqlx::Error| format!("devices.sql.url cannot be used: {e}");
+    pub fn new(config: &SqlDevicesConfig, password: Option<Secret>) -> Result<Self, SetupError> {
+        let url = config.url.as_ref().ok_or(SetupError::NoUrl)?;
+        let dialect = Dialect::of(url.expose())?;
+        let bad_url = SetupError::Url;
         let pool = match dialect {
             Dialect::Postgres => {
                 let mut options = PgConnectOptions::from_str(url.expose())
@@ -118,15 +147,16 @@ impl SqlRegistry {
     /// Runs the query once at start-up. A query the database refuses is a configuration error;
     /// a database that cannot be reached is only logged (it may come back; static bindings and
     /// `default_workspace` work meanwhile).
-    pub async fn probe(&self) -> Result<(), String> {
+    pub async fn probe(&self) -> Result<(), ProbeError> {
         match self.fetch("").await {
             Ok(_) => {
                 tracing::info!(database = %self.shown, "device registry database reachable");
                 Ok(())
             }
-            Err(Failure::Query(e)) => {
-                Err(format!("devices.sql.query fails on {}: {e}", self.shown))
-            }
+            Err(Failure::Query(reason)) => Err(ProbeError {
+                database: self.shown.clone(),
+                reason,
+            }),
             Err(Failure::Unavailable(e)) => {
                 tracing::warn!(database = %self.shown, error = %e, "device registry database unavailable at start-up; will retry on each lookup");
                 Ok(())

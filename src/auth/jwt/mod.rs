@@ -10,7 +10,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::de::{Deserializer, IgnoredAny};
 use serde::{Deserialize, Serialize};
 
-use super::{Error, PublicKeys};
+use super::{Error, PublicKeys, SetupError};
 use crate::config::AuthConfig;
 use crate::secret::Secret;
 
@@ -100,13 +100,15 @@ impl Claims {
 impl Verifier {
     /// A verifier for HS256 tokens signed with `secret` and, when configured, RS256/ES256 tokens
     /// signed with `auth.public_key_file`'s key or one of `auth.jwks_url`'s.
-    pub fn new(secret: &Secret, config: &AuthConfig) -> Result<Self, String> {
+    pub fn new(secret: &Secret, config: &AuthConfig) -> Result<Self, SetupError> {
         let public = match (&config.public_key_file, &config.jwks_url) {
             (Some(path), _) => {
-                let pem = std::fs::read(path)
-                    .map_err(|e| format!("auth.public_key_file {}: {e}", path.display()))?;
-                PublicKeys::from_pem(&pem)
-                    .map_err(|e| format!("auth.public_key_file {}: {e}", path.display()))?
+                let unusable = |reason: String| SetupError::PublicKeyFile {
+                    path: path.clone(),
+                    reason,
+                };
+                let pem = std::fs::read(path).map_err(|e| unusable(e.to_string()))?;
+                PublicKeys::from_pem(&pem).map_err(|e| unusable(e.to_string()))?
             }
             (None, Some(url)) => PublicKeys::jwks(url, config.jwks_refetch_after)?,
             (None, None) => PublicKeys::None,
