@@ -245,8 +245,8 @@ fn token(config: &Config, args: &TokenArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s).map_err(|e| e.to_string())
+fn parse_duration(s: &str) -> Result<Duration, humantime::DurationError> {
+    humantime::parse_duration(s)
 }
 
 async fn shutdown_signal() {

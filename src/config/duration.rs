@@ -42,14 +42,24 @@ pub mod optional {
     }
 }
 
+/// A value that is not a duration.
+#[derive(Debug, thiserror::Error)]
+#[error("`{text}` is not a duration ({source}); try \"90s\", \"15m\" or \"1h\"")]
+pub struct NotADuration {
+    text: String,
+    source: humantime::DurationError,
+}
+
 /// Parses a duration as config accepts it.
-pub fn parse(s: &str) -> Result<Duration, String> {
+pub fn parse(s: &str) -> Result<Duration, NotADuration> {
     let s = s.trim();
     if let Ok(secs) = s.parse::<u64>() {
         return Ok(Duration::from_secs(secs));
     }
-    humantime::parse_duration(s)
-        .map_err(|e| format!("`{s}` is not a duration ({e}); try \"90s\", \"15m\" or \"1h\""))
+    humantime::parse_duration(s).map_err(|source| NotADuration {
+        text: s.to_owned(),
+        source,
+    })
 }
 
 struct DurationVisitor;
@@ -82,9 +92,9 @@ mod tests {
 
     #[test]
     fn parses_seconds_and_human_strings() {
-        assert_eq!(parse("3600"), Ok(Duration::from_secs(3600)));
-        assert_eq!(parse("1h"), Ok(Duration::from_secs(3600)));
-        assert_eq!(parse("5m 30s"), Ok(Duration::from_secs(330)));
+        assert_eq!(parse("3600").ok(), Some(Duration::from_secs(3600)));
+        assert_eq!(parse("1h").ok(), Some(Duration::from_secs(3600)));
+        assert_eq!(parse("5m 30s").ok(), Some(Duration::from_secs(330)));
         assert!(parse("soon").is_err());
         assert!(parse("-5").is_err());
     }

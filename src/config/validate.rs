@@ -219,9 +219,6 @@ fn storage(c: &Config, p: &mut Problems) {
         p.add("storage.local.cleanup_interval", "must be more than 0");
     }
     provider(s, p);
-    if let Err(reason) = s.provider.check_available() {
-        p.add("storage.provider", reason);
-    }
 }
 
 /// What each upstream requires (sts-providers reference: parameters and limits).

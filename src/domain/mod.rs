@@ -8,7 +8,7 @@ mod readiness;
 mod requester;
 mod scope;
 
-pub use provider::ProviderKind;
+pub use provider::{ProviderKind, UnknownProvider};
 pub use readiness::Readiness;
 pub use requester::Requester;
 pub use scope::{

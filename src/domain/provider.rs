@@ -44,13 +44,6 @@ impl ProviderKind {
             Self::Ali => Provider::Ali,
         }
     }
-
-    /// Whether this build can use the provider; the error says why not.
-    pub fn check_available(self) -> Result<(), String> {
-        match self {
-            Self::Local | Self::Aws | Self::Minio | Self::Ali => Ok(()),
-        }
-    }
 }
 
 impl fmt::Display for ProviderKind {
@@ -59,18 +52,21 @@ impl fmt::Display for ProviderKind {
     }
 }
 
-impl FromStr for ProviderKind {
-    type Err = String;
+/// A `storage.provider` that names no provider.
+#[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
+#[error("unknown provider `{0}`; expected local, minio, aws or ali")]
+pub struct UnknownProvider(pub String);
 
-    fn from_str(s: &str) -> Result<Self, String> {
+impl FromStr for ProviderKind {
+    type Err = UnknownProvider;
+
+    fn from_str(s: &str) -> Result<Self, UnknownProvider> {
         match s {
             "local" => Ok(Self::Local),
             "minio" => Ok(Self::Minio),
             "aws" => Ok(Self::Aws),
             "ali" => Ok(Self::Ali),
-            other => Err(format!(
-                "unknown provider `{other}`; expected local, minio, aws or ali"
-            )),
+            other => Err(UnknownProvider(other.to_owned())),
         }
     }
 }

@@ -159,64 +159,93 @@ fn from_v5_qos(qos: v5::mqttbytes::QoS) -> QoS {
     }
 }
 
+/// A request the client could not queue (its event loop is gone).
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// From the MQTT 3.1.1 client.
+    #[error(transparent)]
+    V311(Box<rumqttc::ClientError>),
+    /// From the MQTT 5 client.
+    #[error(transparent)]
+    V5(Box<rumqttc::v5::ClientError>),
+}
+
 // === impl Client ===
 
 impl Client {
     /// Queues a SUBSCRIBE (waits while the request queue is full).
-    pub async fn subscribe(&self, filter: &str, qos: QoS) -> Result<(), String> {
+    pub async fn subscribe(&self, filter: &str, qos: QoS) -> Result<(), ClientError> {
         match self {
-            Self::V311(c) => c.subscribe(filter, qos).await.map_err(|e| e.to_string()),
+            Self::V311(c) => c
+                .subscribe(filter, qos)
+                .await
+                .map_err(|e| ClientError::V311(Box::new(e))),
             Self::V5(c) => c
                 .subscribe(filter, v5_qos(qos))
                 .await
-                .map_err(|e| e.to_string()),
+                .map_err(|e| ClientError::V5(Box::new(e))),
         }
     }
 
     /// Queues an UNSUBSCRIBE if there is room.
-    pub fn try_unsubscribe(&self, filter: &str) -> Result<(), String> {
+    pub fn try_unsubscribe(&self, filter: &str) -> Result<(), ClientError> {
         match self {
-            Self::V311(c) => c.try_unsubscribe(filter).map_err(|e| e.to_string()),
-            Self::V5(c) => c.try_unsubscribe(filter).map_err(|e| e.to_string()),
+            Self::V311(c) => c
+                .try_unsubscribe(filter)
+                .map_err(|e| ClientError::V311(Box::new(e))),
+            Self::V5(c) => c
+                .try_unsubscribe(filter)
+                .map_err(|e| ClientError::V5(Box::new(e))),
         }
     }
 
     /// Queues a PUBLISH (waits while the request queue is full).
-    pub async fn publish(&self, topic: String, qos: QoS, payload: Vec<u8>) -> Result<(), String> {
+    pub async fn publish(
+        &self,
+        topic: String,
+        qos: QoS,
+        payload: Vec<u8>,
+    ) -> Result<(), ClientError> {
         match self {
             Self::V311(c) => c
                 .publish(topic, qos, false, payload)
                 .await
-                .map_err(|e| e.to_string()),
+                .map_err(|e| ClientError::V311(Box::new(e))),
             Self::V5(c) => c
                 .publish(topic, v5_qos(qos), false, payload)
                 .await
-                .map_err(|e| e.to_string()),
+                .map_err(|e| ClientError::V5(Box::new(e))),
         }
     }
 
     /// Queues the acknowledgement of a received message (nothing for QoS 0). rumqttc acks a
     /// publish by its QoS and packet id only; the rest of the packet is not kept for it.
-    pub async fn ack(&self, ack: Ack) -> Result<(), String> {
+    pub async fn ack(&self, ack: Ack) -> Result<(), ClientError> {
         match self {
             Self::V311(c) => {
                 let mut publish = rumqttc::Publish::new("", ack.qos, Vec::new());
                 publish.pkid = ack.pkid;
-                c.ack(&publish).await.map_err(|e| e.to_string())
+                c.ack(&publish)
+                    .await
+                    .map_err(|e| ClientError::V311(Box::new(e)))
             }
             Self::V5(c) => {
                 let mut publish = v5::mqttbytes::v5::Publish::new("", v5_qos(ack.qos), "", None);
                 publish.pkid = ack.pkid;
-                c.ack(&publish).await.map_err(|e| e.to_string())
+                c.ack(&publish)
+                    .await
+                    .map_err(|e| ClientError::V5(Box::new(e)))
             }
         }
     }
 
     /// Queues a DISCONNECT if there is room.
-    pub fn try_disconnect(&self) -> Result<(), String> {
+    pub fn try_disconnect(&self) -> Result<(), ClientError> {
         match self {
-            Self::V311(c) => c.try_disconnect().map_err(|e| e.to_string()),
-            Self::V5(c) => c.try_disconnect().map_err(|e| e.to_string()),
+            Self::V311(c) => c
+                .try_disconnect()
+                .map_err(|e| ClientError::V311(Box::new(e))),
+            Self::V5(c) => c.try_disconnect().map_err(|e| ClientError::V5(Box::new(e))),
         }
     }
 }
