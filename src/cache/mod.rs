@@ -23,7 +23,7 @@ use tokio::time::Instant;
 
 pub use entry::{Entry, Freshness, Lifetimes};
 
-use crate::config::StorageConfig;
+use crate::config::StorageProfile;
 use crate::domain::Scope;
 use crate::issuer::{Error, IssueRequest, IssuedCredential, IssuerHandle};
 
@@ -73,7 +73,7 @@ struct SlotState {
 
 impl Cache {
     /// A cache in front of `issuer` with the lifetimes of `[storage]`.
-    pub fn new(issuer: IssuerHandle, storage: &StorageConfig) -> Self {
+    pub fn new(issuer: IssuerHandle, storage: &StorageProfile) -> Self {
         Self {
             inner: Arc::new(Inner {
                 issuer,

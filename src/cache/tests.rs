@@ -42,13 +42,13 @@ fn setup(delay_ms: u64) -> (Cache, Arc<CountingIssuer>) {
         delay: Duration::from_millis(delay_ms),
         fail: AtomicBool::new(false),
     });
-    let storage = StorageConfig {
+    let storage = StorageProfile {
         duration: Duration::from_secs(3600),
         min_remaining: Duration::from_secs(300),
         expire_margin: Duration::from_secs(60),
         upstream_timeout: Duration::from_secs(5),
         failure_backoff: Duration::from_secs(2),
-        ..StorageConfig::default()
+        ..StorageProfile::default()
     };
     (
         Cache::new(IssuerHandle::new(issuer.clone()), &storage),

@@ -36,7 +36,7 @@ pub struct Config {
     /// `x-auth-token` verification.
     pub auth: AuthConfig,
     /// Where devices upload and how their credentials are obtained.
-    pub storage: StorageConfig,
+    pub storage: StorageProfile,
     /// Gateway serial number → workspace.
     pub devices: DevicesConfig,
     /// Logging.
@@ -209,10 +209,11 @@ pub struct AuthConfig {
     pub max_token_lifetime: Option<Duration>,
 }
 
-/// `[storage]`
+/// `[storage]`: where credentials come from and what devices are told to upload to — the one
+/// storage profile (not to be confused with `protocol::StorageConfig`, the object devices get).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub struct StorageConfig {
+pub struct StorageProfile {
     /// Credential source: `local` (embedded store), `minio`, `aws` or `ali`.
     pub provider: ProviderKind,
     /// Bucket devices upload into.
@@ -403,7 +404,7 @@ impl Default for Config {
             http: HttpConfig::default(),
             mqtt: MqttConfig::default(),
             auth: AuthConfig::default(),
-            storage: StorageConfig::default(),
+            storage: StorageProfile::default(),
             devices: DevicesConfig::default(),
             log: LogConfig::default(),
             audit: AuditConfig::default(),
@@ -474,7 +475,7 @@ impl Default for AuthConfig {
     }
 }
 
-impl Default for StorageConfig {
+impl Default for StorageProfile {
     fn default() -> Self {
         Self {
             provider: ProviderKind::Local,

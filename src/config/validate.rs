@@ -222,7 +222,7 @@ fn storage(c: &Config, p: &mut Problems) {
 }
 
 /// What each upstream requires (sts-providers reference: parameters and limits).
-fn provider(s: &super::StorageConfig, p: &mut Problems) {
+fn provider(s: &super::StorageProfile, p: &mut Problems) {
     use crate::domain::ProviderKind;
     if let Some(url) = &s.sts_endpoint
         && !(url.starts_with("http://") || url.starts_with("https://"))

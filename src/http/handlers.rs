@@ -10,8 +10,8 @@ use axum::response::{IntoResponse, Response};
 use super::{AUTH_HEADER, ApiError, AppState};
 use crate::auth;
 use crate::gateway::Request;
-use crate::protocol::ResultCode;
 use crate::protocol::http::Envelope;
+use crate::protocol::{self, ResultCode};
 
 /// The `x-auth-token` header, taken without copying the whole header map (axum's `HeaderMap`
 /// extractor clones it).
@@ -57,12 +57,9 @@ pub async fn sts(
             subject: claims.subject(),
         })
         .await?;
-    // `Envelope::success(config)` as serde writes it (a test holds the two equal), from the
-    // credential's rendering made once.
+    // From the credential's rendering made once.
     let mut body = Vec::with_capacity(1024);
-    body.extend_from_slice(br#"{"code":0,"message":"success","data":"#);
-    issued.write_json(&mut body);
-    body.push(b'}');
+    protocol::http::write_success(&mut body, |out| issued.write_json(out));
     Ok((
         [(
             header::CONTENT_TYPE,

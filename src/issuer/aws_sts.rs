@@ -17,7 +17,7 @@ use aws_sdk_sts::operation::assume_role::AssumeRoleError;
 
 use super::{Error, IssueRequest, IssuedCredential, Issuer, policy};
 
-use crate::config::StorageConfig;
+use crate::config::StorageProfile;
 use crate::domain::ProviderKind;
 use crate::secret::Secret;
 
@@ -38,7 +38,7 @@ impl AwsSts {
     /// A client for `storage.provider` (`aws` or `minio`), from validated config. The service's own
     /// identity is the configured key pair, or for AWS the standard credential chain
     /// (environment, profile, web identity, container and instance metadata).
-    pub async fn new(storage: &StorageConfig) -> Self {
+    pub async fn new(storage: &StorageProfile) -> Self {
         let timeouts = aws_sdk_sts::config::timeout::TimeoutConfig::builder()
             .operation_timeout(storage.upstream_timeout)
             .connect_timeout(storage.upstream_timeout.min(Duration::from_secs(3)))

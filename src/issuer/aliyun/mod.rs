@@ -17,7 +17,7 @@ use serde::Deserialize;
 
 use super::{Error, IssueRequest, IssuedCredential, Issuer, policy};
 
-use crate::config::StorageConfig;
+use crate::config::StorageProfile;
 use crate::domain::ProviderKind;
 use crate::random;
 use crate::secret::Secret;
@@ -83,7 +83,7 @@ struct Failure {
 
 impl AliyunSts {
     /// A client from validated config (`role_arn` and the key pair are required there).
-    pub fn new(storage: &StorageConfig) -> Result<Self, Error> {
+    pub fn new(storage: &StorageProfile) -> Result<Self, Error> {
         let http = reqwest::Client::builder()
             .connect_timeout(storage.upstream_timeout.min(Duration::from_secs(3)))
             .timeout(storage.upstream_timeout)
