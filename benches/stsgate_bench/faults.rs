@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 
-use crate::Scale;
 use crate::mqtt::Mosquitto;
+use crate::{Report, Scale};
 
 /// How far before a kill (and after the service is back) a request may be lost.
 const MARGIN: Duration = Duration::from_secs(1);
@@ -69,9 +69,11 @@ fn dock(port: u16, sn: String, log: Log, stop: Arc<std::sync::atomic::AtomicBool
     });
 }
 
-pub async fn run(scale: &Scale) -> Vec<String> {
+pub async fn run(scale: &Scale) -> Report {
     let Some(broker) = Mosquitto::start() else {
-        return vec!["faults: skipped (mosquitto is not installed)".to_owned()];
+        return Report::lines(vec![
+            "faults: skipped (mosquitto is not installed)".to_owned(),
+        ]);
     };
     let port = broker.port;
     let service = crate::start(&[("STSGATE_MQTT__URL", &format!("mqtt://127.0.0.1:{port}"))]).await;
@@ -119,7 +121,7 @@ pub async fn run(scale: &Scale) -> Vec<String> {
     let alive = service.service.readiness.mqtt();
     service.stop().await;
     drop(broker);
-    vec![
+    let lines = vec![
         format!(
             "faults: Mosquitto killed and restarted {} times in {:.0} s while {} docks sent a request every 50 ms each",
             scale.restarts,
@@ -133,5 +135,13 @@ pub async fn run(scale: &Scale) -> Vec<String> {
             expected.len() - missing
         ),
         format!("  service subscribed at the end: {alive}"),
-    ]
+    ];
+    Report {
+        lines,
+        checks: vec![
+            (format!("no request lost ({missing} missing)"), missing == 0),
+            (format!("none answered twice ({twice})"), twice == 0),
+            ("the service subscribed at the end".to_owned(), alive),
+        ],
+    }
 }

@@ -9,7 +9,7 @@ use stsgate::gateway::{Gateway, Request};
 
 use stsgate::domain::WorkspaceId;
 
-use crate::Scale;
+use crate::{Report, Scale};
 
 /// Upstream calls so far (all outcomes), from the process's metrics.
 pub fn upstream_calls() -> f64 {
@@ -42,7 +42,7 @@ where
     )
 }
 
-pub async fn run(scale: &Scale) -> (Vec<String>, Vec<(f64, f64)>) {
+pub async fn run(scale: &Scale) -> Report {
     let service = crate::start(&[]).await;
     let gateway: Arc<Gateway> = service.service.gateway.clone();
     let (calls, keys, secs) = herd(scale.herd, |_| {
@@ -60,7 +60,10 @@ pub async fn run(scale: &Scale) -> (Vec<String>, Vec<(f64, f64)>) {
         scale.herd,
         secs * 1000.0
     )];
-    let mut checks = vec![(calls, 1.0)];
+    let mut checks = vec![(
+        "one upstream call for one cold scope".to_owned(),
+        calls == 1.0,
+    )];
 
     // Docks bound to workspaces round-robin, all asking at once.
     let workspaces = scale.workspaces;
@@ -96,6 +99,9 @@ pub async fn run(scale: &Scale) -> (Vec<String>, Vec<(f64, f64)>) {
         scale.docks_total,
         secs * 1000.0
     ));
-    checks.push((calls, workspaces as f64));
-    (lines, checks)
+    checks.push((
+        format!("one upstream call per scope ({calls} for {workspaces})"),
+        calls == workspaces as f64,
+    ));
+    Report { lines, checks }
 }
