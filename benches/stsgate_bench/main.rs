@@ -3,8 +3,8 @@
 //!
 //! ```sh
 //! cargo bench --bench stsgate-bench                 # everything, full size
-//! cargo bench --bench stsgate-bench -- http herd    # some of it (http demo mqtt herd faults
-//!                                                   # footprint store; soak only by name)
+//! cargo bench --bench stsgate-bench -- http herd    # some of it (http wrk demo mqtt herd
+//!                                                   # faults footprint store; soak only by name)
 //! ```
 //!
 //! Under `cargo test` (no `--bench` argument) it runs every part at a tiny size as a smoke test,
@@ -33,6 +33,7 @@ mod mosquitto;
 mod soak;
 mod stats;
 mod store;
+mod wrk;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -57,6 +58,10 @@ pub struct Scale {
     pub workspaces: usize,
     pub idle: Duration,
     pub upload_bytes: u64,
+    pub wrk_pilots: usize,
+    pub wrk_connections: usize,
+    pub wrk_round: Duration,
+    pub wrk_rounds: usize,
     pub restarts: usize,
     pub fault_run: Duration,
     pub fault_docks: usize,
@@ -81,6 +86,10 @@ impl Scale {
             workspaces: 100,
             idle: Duration::from_secs(2),
             upload_bytes: 1 << 30,
+            wrk_pilots: 20_000,
+            wrk_connections: 32,
+            wrk_round: Duration::from_secs(5),
+            wrk_rounds: 3,
             restarts: 10,
             fault_run: Duration::from_secs(60),
             fault_docks: 8,
@@ -108,6 +117,10 @@ impl Scale {
             workspaces: 10,
             idle: Duration::from_millis(100),
             upload_bytes: 12 << 20,
+            wrk_pilots: 200,
+            wrk_connections: 4,
+            wrk_round: Duration::from_secs(1),
+            wrk_rounds: 1,
             restarts: 2,
             fault_run: Duration::from_secs(6),
             fault_docks: 2,
@@ -201,6 +214,9 @@ fn main() {
             let service = start(&[]).await;
             report(http::run(&scale, &service).await);
             service.stop().await;
+        }
+        if wanted("wrk") {
+            report(wrk::run(&scale).await);
         }
         if wanted("demo") {
             report(Box::pin(demo::run(&scale)).await);

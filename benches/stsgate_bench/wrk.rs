@@ -1,0 +1,218 @@
+//! HTTP as users measure it: `wrk`, in its own process, against the `stsgate` binary as
+//! `stsgate serve` runs (its log on a file, info level with a line per credential handed out,
+//! rate limits on) and against a bare axum handler in this process answering the same bytes, in
+//! alternating rounds. The default run asks as 20,000 distinct pilots (tokens with distinct
+//! subjects for one workspace), so that no rate limit trips; the quiet run has logging at warn,
+//! rate limits off and one token.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use crate::Scale;
+
+const WORKSPACE: &str = "bench";
+const SECRET: &str = "stsgate-bench-wrk-secret-0123456789abcdef";
+
+/// One configuration of the service under load.
+struct Variant {
+    name: &'static str,
+    env: &'static [(&'static str, &'static str)],
+    pilots: usize,
+}
+
+pub async fn run(scale: &Scale) -> Vec<String> {
+    if Command::new("wrk").arg("--version").output().is_err() {
+        return vec!["wrk: skipped (wrk is not installed: apt install wrk)".to_owned()];
+    }
+    let variants = [
+        Variant {
+            name: "default configuration (info log, rate limits on), distinct pilots",
+            env: &[],
+            pilots: scale.wrk_pilots,
+        },
+        Variant {
+            name: "log at warn, rate limits off, one token",
+            env: &[
+                ("STSGATE_LOG__FILTER", "warn"),
+                ("STSGATE_LIMITS__SUBJECT_PER_MINUTE", "0"),
+                ("STSGATE_LIMITS__DEVICE_PER_MINUTE", "0"),
+            ],
+            pilots: 1,
+        },
+    ];
+    let mut lines = vec![format!(
+        "wrk (own process, 1 thread, {} connections, {:?} rounds) against the stsgate binary and a bare axum handler, alternating",
+        scale.wrk_connections, scale.wrk_round
+    )];
+    for variant in &variants {
+        lines.extend(measure(scale, variant).await);
+    }
+    lines
+}
+
+async fn measure(scale: &Scale, variant: &Variant) -> Vec<String> {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_stsgate"))
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .args([
+            "serve",
+            "--http-listen",
+            "127.0.0.1:0",
+            "--mqtt-embedded-listen",
+            "127.0.0.1:0",
+            "--storage-local-listen",
+            "127.0.0.1:0",
+        ])
+        .env_remove("RUST_LOG")
+        .env("STSGATE_AUTH__JWT_SECRET", SECRET)
+        .envs(variant.env.iter().copied())
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(dir.path().join("serve.log")).expect("log"))
+        .spawn()
+        .expect("stsgate serve");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    // Reads the banner, then keeps draining stdout so the child never blocks on it.
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(addr) = line
+                .trim()
+                .strip_prefix("HTTP API")
+                .and_then(|r| r.split_whitespace().next())
+            {
+                let _ = tx.send(addr.to_owned());
+            }
+        }
+    });
+    let http = rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("the ready banner names the HTTP address");
+    let secret = stsgate::secret::Secret::new(SECRET);
+    let tokens: Vec<String> = (0..variant.pilots)
+        .map(|i| {
+            stsgate::auth::mint(
+                &secret,
+                WORKSPACE,
+                &format!("pilot-{i}"),
+                Duration::from_secs(3600),
+                None,
+            )
+            .expect("token")
+        })
+        .collect();
+    let script = dir.path().join("pilots.lua");
+    write_script(&script, &tokens);
+    let path = format!("/storage/api/v1/workspaces/{WORKSPACE}/sts");
+    let service_url = format!("{http}{path}");
+
+    // The same bytes from a bare handler (the answer on a cache hit).
+    let client = reqwest::Client::new();
+    let mut body = Bytes::new();
+    for _ in 0..2 {
+        let response = client
+            .post(&service_url)
+            .header("x-auth-token", &tokens[0])
+            .send()
+            .await
+            .expect("answer");
+        assert!(response.status().is_success(), "{}", response.status());
+        body = response.bytes().await.expect("body");
+    }
+    let bare = crate::http::bare(body).await;
+    let bare_url = format!("http://{bare}{path}");
+
+    let mut service_rps = Vec::new();
+    let mut bare_rps = Vec::new();
+    let mut refused = 0;
+    for _ in 0..scale.wrk_rounds {
+        let (rps, non_2xx) = wrk(scale, &script, &service_url).await;
+        service_rps.push(rps);
+        refused += non_2xx;
+        bare_rps.push(wrk(scale, &script, &bare_url).await.0);
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let ratios: Vec<f64> = service_rps
+        .iter()
+        .zip(&bare_rps)
+        .map(|(s, b)| s / b)
+        .collect();
+    let median = |v: &[f64]| {
+        let mut v = v.to_vec();
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let logged = std::fs::read_to_string(dir.path().join("serve.log"))
+        .map(|l| l.matches("credentials handed out").count())
+        .unwrap_or(0);
+    vec![
+        format!("  {} ({} pilots)", variant.name, variant.pilots),
+        format!(
+            "    service {} req/s, bare {} req/s per round",
+            join(&service_rps),
+            join(&bare_rps)
+        ),
+        format!(
+            "    ratio service / bare: {} (median {:.2}x); refused (non-2xx): {refused}; log lines written: {logged}",
+            ratios
+                .iter()
+                .map(|r| format!("{r:.2}x"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            median(&ratios)
+        ),
+    ]
+}
+
+fn join(values: &[f64]) -> String {
+    values
+        .iter()
+        .map(|v| format!("{v:.0}"))
+        .collect::<Vec<_>>()
+        .join(" / ")
+}
+
+/// A wrk script sending each request with the next token in turn.
+fn write_script(path: &Path, tokens: &[String]) {
+    let mut file = std::io::BufWriter::new(std::fs::File::create(path).expect("script"));
+    writeln!(file, "local tokens = {{").expect("write");
+    for token in tokens {
+        writeln!(file, "  \"{token}\",").expect("write");
+    }
+    writeln!(
+        file,
+        "}}\nlocal i = 0\nrequest = function()\n  i = i % #tokens + 1\n  return wrk.format(\"POST\", nil, {{[\"x-auth-token\"] = tokens[i], [\"content-length\"] = \"0\"}}, nil)\nend"
+    )
+    .expect("write");
+}
+
+/// One wrk round: requests per second, and the count of non-2xx answers. Awaited, not waited
+/// for: the bare handler runs on this runtime and must keep all its threads.
+async fn wrk(scale: &Scale, script: &Path, url: &str) -> (f64, u64) {
+    let out = tokio::process::Command::new("wrk")
+        .args([
+            "-t1",
+            &format!("-c{}", scale.wrk_connections),
+            &format!("-d{}s", scale.wrk_round.as_secs().max(1)),
+            "-s",
+        ])
+        .arg(script)
+        .arg(url)
+        .output()
+        .await
+        .expect("wrk runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let field = |label: &str| {
+        text.lines()
+            .find_map(|l| l.trim().strip_prefix(label))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+    };
+    let rps = field("Requests/sec:").unwrap_or_else(|| panic!("wrk output:\n{text}"));
+    let non_2xx = field("Non-2xx or 3xx responses:").map_or(0, |n| n as u64);
+    (rps, non_2xx)
+}
