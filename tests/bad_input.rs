@@ -727,3 +727,53 @@ async fn send_big(store: &str, head: &str, size: usize, tail: &str) -> String {
     .await;
     String::from_utf8_lossy(&answer).into_owned()
 }
+
+/// A log collector that stops reading (a full pipe on stderr) must not stop the service: log lines
+/// are written by a thread of their own through a bounded queue, and what does not fit is dropped
+/// and counted. Before, every request's log line was written on the request's thread, so the
+/// first full pipe blocked every request that logged.
+#[tokio::test]
+async fn a_stalled_log_reader_does_not_stop_the_service() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let token = common::served::token(&data, "ws-log");
+    // Trace level: two lines per request, so the 64 KiB pipe fills within a few hundred requests
+    // and the writer's queue (8,192 lines) soon after.
+    let (served, _unread) = common::served::Served::spawn_unread_stderr(
+        &data,
+        &[
+            ("RUST_LOG", "trace"),
+            ("STSGATE_LIMITS__SUBJECT_PER_MINUTE", "0"),
+        ],
+    );
+    let client = reqwest::Client::new();
+    let url = format!(
+        "http://{}/storage/api/v1/workspaces/ws-log/sts",
+        served.http
+    );
+    let answered = tokio::time::timeout(std::time::Duration::from_secs(60), async {
+        let mut ok = 0;
+        for _ in 0..6000 {
+            let response = client
+                .post(&url)
+                .header("x-auth-token", &token)
+                .send()
+                .await
+                .expect("answer");
+            if response.status().is_success() {
+                ok += 1;
+            }
+        }
+        ok
+    })
+    .await
+    .expect("answered within 60 s, the log pipe full");
+    assert_eq!(answered, 6000);
+    let (status, metrics) = served.get("/metrics").await;
+    assert_eq!(status, 200);
+    let dropped = common::metric(&metrics, "stsgate_log_dropped_total", "");
+    assert!(
+        dropped > 0.0,
+        "lines that could not be written are counted: {dropped}"
+    );
+}

@@ -31,7 +31,11 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
 /// `GET /metrics`
 pub async fn metrics(State(state): State<AppState>) -> Response {
     match &state.metrics {
-        Some(handle) => handle.render().into_response(),
+        Some(handle) => {
+            ::metrics::counter!("stsgate_log_dropped_total")
+                .absolute(crate::telemetry::log_lines_dropped());
+            handle.render().into_response()
+        }
         None => (
             StatusCode::SERVICE_UNAVAILABLE,
             "metrics recorder not installed",

@@ -83,6 +83,28 @@ impl Served {
         env: &[(&str, &str)],
         fd_limit: Option<u32>,
     ) -> Self {
+        let stderr = std::fs::File::create(log).expect("log file");
+        Self::spawn_with(data, stderr.into(), Some(log), env, fd_limit)
+    }
+
+    /// As [`Served::spawn`], with stderr a pipe that nobody reads (as a log collector that has
+    /// stalled): the pipe's read end is returned, to keep open.
+    pub fn spawn_unread_stderr(
+        data: &Path,
+        env: &[(&str, &str)],
+    ) -> (Self, std::process::ChildStderr) {
+        let mut served = Self::spawn_with(data, Stdio::piped(), None, env, None);
+        let stderr = served.child.stderr.take().expect("stderr pipe");
+        (served, stderr)
+    }
+
+    fn spawn_with(
+        data: &Path,
+        stderr: Stdio,
+        log: Option<&Path>,
+        env: &[(&str, &str)],
+        fd_limit: Option<u32>,
+    ) -> Self {
         let mut cmd = match fd_limit {
             Some(limit) => {
                 let mut sh = Command::new("sh");
@@ -113,7 +135,7 @@ impl Served {
         }
         let mut child = cmd
             .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(log).expect("log file"))
+            .stderr(stderr)
             .spawn()
             .expect("serve starts");
         let stdout = child.stdout.take().expect("stdout");
@@ -131,7 +153,9 @@ impl Served {
         let (mut http, mut mqtt, mut store) = (None, None, None);
         loop {
             let Ok((label, value)) = rx.recv_timeout(Duration::from_secs(20)) else {
-                let log = std::fs::read_to_string(log).unwrap_or_default();
+                let log = log
+                    .and_then(|l| std::fs::read_to_string(l).ok())
+                    .unwrap_or_default();
                 panic!("the ready banner names the addresses; log:\n{log}");
             };
             match label {
