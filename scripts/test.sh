@@ -31,6 +31,12 @@ if ! have_mosquitto || ! command -v mosquitto_pub >/dev/null 2>&1; then
   apt_install mosquitto mosquitto-clients
 fi
 
+# wrk: the bench's external load generator (its smoke run is part of `cargo test`).
+if ! command -v wrk >/dev/null 2>&1; then
+  echo "== installing wrk (Debian package)"
+  apt_install wrk
+fi
+
 # PostgreSQL and MariaDB for the SQL device registry tests: used where they run (127.0.0.1:5432,
 # user postgres, database test; 127.0.0.1:3306, root without a password), else installed and
 # started with that set-up. TEST_POSTGRES_ADDR / TEST_MARIADB_ADDR (host:port) point the
