@@ -12,6 +12,9 @@
 //! Layout: objects live under `{data_dir}/objects/{bucket}/{key}`; metadata, multipart uploads and
 //! temporary files in dot directories beside the buckets (see [`disk`]).
 
+#[macro_use]
+mod macros;
+
 pub mod access;
 mod admin;
 mod auth;

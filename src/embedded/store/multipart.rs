@@ -33,7 +33,7 @@ use s3s::{S3Error, S3ErrorCode, S3Request, S3Response, S3Result};
 use serde::{Deserialize, Serialize};
 
 use super::Store;
-use super::body::{self, Expected, hex};
+use super::body::{self, hex};
 use super::disk::{Disk, check_key, check_upload_id, io_error};
 use super::meta::{Checksums, Headers};
 
@@ -85,14 +85,7 @@ impl Store {
         let record = Record {
             bucket: input.bucket.clone(),
             key: input.key.clone(),
-            headers: Headers {
-                content_type: input.content_type.map(|c| c.to_string()),
-                content_encoding: input.content_encoding,
-                content_disposition: input.content_disposition,
-                content_language: input.content_language,
-                cache_control: input.cache_control,
-                user: input.metadata.unwrap_or_default().into_iter().collect(),
-            },
+            headers: headers_of!(input),
         };
         let disk = self.disk.clone();
         let dest = disk.upload(&id);
@@ -138,19 +131,7 @@ impl Store {
         let received = body::receive(
             &self.disk,
             input.body,
-            Expected {
-                length: input.content_length,
-                content_md5: input.content_md5,
-                checksums: dto::Checksum {
-                    checksum_crc32: input.checksum_crc32,
-                    checksum_crc32c: input.checksum_crc32c,
-                    checksum_crc64nvme: input.checksum_crc64nvme,
-                    checksum_sha1: input.checksum_sha1,
-                    checksum_sha256: input.checksum_sha256,
-                    ..Default::default()
-                },
-                algorithm: input.checksum_algorithm,
-            },
+            expected_of!(input),
             req.trailing_headers,
         )
         .await?;
@@ -176,16 +157,12 @@ impl Store {
         })
         .await
         .map_err(|e| io_error("storing the part", &e))?;
-        let c = received.checksums.to_dto();
-        Ok(S3Response::new(UploadPartOutput {
-            e_tag: Some(ETag::Strong(md5)),
-            checksum_crc32: c.checksum_crc32,
-            checksum_crc32c: c.checksum_crc32c,
-            checksum_crc64nvme: c.checksum_crc64nvme,
-            checksum_sha1: c.checksum_sha1,
-            checksum_sha256: c.checksum_sha256,
-            ..Default::default()
-        }))
+        Ok(S3Response::new(with_checksums!(
+            UploadPartOutput {
+                e_tag: Some(ETag::Strong(md5)),
+            },
+            received.checksums.to_dto()
+        )))
     }
 
     pub(super) async fn list_parts(

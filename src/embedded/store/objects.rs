@@ -14,7 +14,7 @@ use s3s::{S3Error, S3ErrorCode, S3Request, S3Response, S3Result};
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 use super::Store;
-use super::body::{self, Expected, hex};
+use super::body::{self, hex};
 use super::disk::{Disk, Temp, check_key, io_error};
 use super::meta::{Checksums, Headers, Meta, Version};
 
@@ -44,31 +44,12 @@ impl Store {
         let received = body::receive(
             &self.disk,
             input.body,
-            Expected {
-                length: input.content_length,
-                content_md5: input.content_md5,
-                checksums: dto::Checksum {
-                    checksum_crc32: input.checksum_crc32,
-                    checksum_crc32c: input.checksum_crc32c,
-                    checksum_crc64nvme: input.checksum_crc64nvme,
-                    checksum_sha1: input.checksum_sha1,
-                    checksum_sha256: input.checksum_sha256,
-                    ..Default::default()
-                },
-                algorithm: input.checksum_algorithm,
-            },
+            expected_of!(input),
             req.trailing_headers,
         )
         .await?;
         let etag = hex(&received.md5);
-        let headers = Headers {
-            content_type: input.content_type.map(|c| c.to_string()),
-            content_encoding: input.content_encoding,
-            content_disposition: input.content_disposition,
-            content_language: input.content_language,
-            cache_control: input.cache_control,
-            user: input.metadata.unwrap_or_default().into_iter().collect(),
-        };
+        let headers = headers_of!(input);
         let checksums = received.checksums.clone();
         self.commit(
             &input.bucket,
@@ -79,16 +60,12 @@ impl Store {
             headers,
         )
         .await?;
-        let c = checksums.to_dto();
-        Ok(S3Response::new(PutObjectOutput {
-            e_tag: Some(ETag::Strong(etag)),
-            checksum_crc32: c.checksum_crc32,
-            checksum_crc32c: c.checksum_crc32c,
-            checksum_crc64nvme: c.checksum_crc64nvme,
-            checksum_sha1: c.checksum_sha1,
-            checksum_sha256: c.checksum_sha256,
-            ..Default::default()
-        }))
+        Ok(S3Response::new(with_checksums!(
+            PutObjectOutput {
+                e_tag: Some(ETag::Strong(etag)),
+            },
+            checksums.to_dto()
+        )))
     }
 
     /// Makes a verified, fsynced body the object `bucket/key`: metadata first, then the body, each
@@ -129,7 +106,7 @@ impl Store {
         let input = req.input;
         let found = self.find(&input.bucket, &input.key).await?;
         let full = found.stat.len();
-        let (range, content_range) = match &input.range {
+        let (range, range_header) = match &input.range {
             None => (0..full, None),
             Some(r) => {
                 let range = r.check(full)?;
@@ -144,35 +121,22 @@ impl Store {
         let length = range.end - range.start;
         let stream = tokio_util::io::ReaderStream::with_capacity(file.take(length), 64 * 1024);
         let meta = found.meta;
-        let whole = content_range.is_none();
+        let whole = range_header.is_none();
         let c = if whole {
             meta.checksums.to_dto()
         } else {
             dto::Checksum::default()
         };
-        Ok(S3Response::new(GetObjectOutput {
-            body: Some(StreamingBlob::wrap(stream)),
-            content_length: Some(i64::try_from(length).unwrap_or(i64::MAX)),
-            content_range,
-            last_modified: modified(&found.stat),
-            e_tag: Some(ETag::Strong(meta.etag.clone())),
-            metadata: meta.headers.user_dto(),
-            content_type: meta
-                .headers
-                .content_type
-                .as_deref()
-                .and_then(|c| c.parse().ok()),
-            content_encoding: meta.headers.content_encoding,
-            content_disposition: meta.headers.content_disposition,
-            content_language: meta.headers.content_language,
-            cache_control: meta.headers.cache_control,
-            checksum_crc32: c.checksum_crc32,
-            checksum_crc32c: c.checksum_crc32c,
-            checksum_crc64nvme: c.checksum_crc64nvme,
-            checksum_sha1: c.checksum_sha1,
-            checksum_sha256: c.checksum_sha256,
-            ..Default::default()
-        }))
+        Ok(S3Response::new(object_output!(
+            GetObjectOutput {
+                body: Some(StreamingBlob::wrap(stream)),
+                content_length: Some(i64::try_from(length).unwrap_or(i64::MAX)),
+                content_range: range_header,
+                last_modified: modified(&found.stat),
+            },
+            meta,
+            c
+        )))
     }
 
     pub(super) async fn head(
@@ -181,29 +145,15 @@ impl Store {
     ) -> S3Result<S3Response<HeadObjectOutput>> {
         let input = req.input;
         let found = self.find(&input.bucket, &input.key).await?;
-        let meta = found.meta;
-        let c = meta.checksums.to_dto();
-        Ok(S3Response::new(HeadObjectOutput {
-            content_length: Some(i64::try_from(found.stat.len()).unwrap_or(i64::MAX)),
-            last_modified: modified(&found.stat),
-            e_tag: Some(ETag::Strong(meta.etag.clone())),
-            metadata: meta.headers.user_dto(),
-            content_type: meta
-                .headers
-                .content_type
-                .as_deref()
-                .and_then(|c| c.parse().ok()),
-            content_encoding: meta.headers.content_encoding,
-            content_disposition: meta.headers.content_disposition,
-            content_language: meta.headers.content_language,
-            cache_control: meta.headers.cache_control,
-            checksum_crc32: c.checksum_crc32,
-            checksum_crc32c: c.checksum_crc32c,
-            checksum_crc64nvme: c.checksum_crc64nvme,
-            checksum_sha1: c.checksum_sha1,
-            checksum_sha256: c.checksum_sha256,
-            ..Default::default()
-        }))
+        let c = found.meta.checksums.to_dto();
+        Ok(S3Response::new(object_output!(
+            HeadObjectOutput {
+                content_length: Some(i64::try_from(found.stat.len()).unwrap_or(i64::MAX)),
+                last_modified: modified(&found.stat),
+            },
+            found.meta,
+            c
+        )))
     }
 
     pub(super) async fn delete(
