@@ -1,7 +1,7 @@
 //! HS256 verification and minting with `jsonwebtoken`. The algorithm is pinned, so a token whose
 //! header names another algorithm is refused (no algorithm confusion).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -67,8 +67,10 @@ pub struct Verifier {
     validation: Validation,
     /// Tokens verified recently: Pilot 2 sends the same token with every request, and checking
     /// its signature and claims again is most of what a cache hit costs (see BENCHMARKS.md).
-    /// Shared, so that a hit copies no string.
-    verified: std::sync::Mutex<HashMap<Box<str>, Remembered>>,
+    /// Shared, so that a hit copies no string. A sharded cache bounded by weight (the token's
+    /// bytes and its claims) that evicts the least useful entries (S3-FIFO), where a map cleared
+    /// when full re-verified every token of a fleet larger than its bound on every request.
+    verified: quick_cache::sync::Cache<Box<str>, Remembered, TokenWeight>,
     /// `auth.max_token_lifetime`, in seconds.
     max_lifetime: Option<u64>,
 }
@@ -79,8 +81,21 @@ type Remembered = (Arc<Claims>, tokio::time::Instant);
 /// How long a verified token is taken on trust before its signature is checked again (so that a
 /// key removed from the JWKS or a rotated secret stops its tokens within this time).
 const VERIFIED_FOR: Duration = Duration::from_secs(60);
-/// The most tokens remembered; past that the memory is cleared.
-const VERIFIED_MAX: usize = 10_000;
+/// What the verified-token memory may hold, in bytes of token plus [`CLAIMS_WEIGHT`] each: some
+/// 50,000 pilots' DJI-demo tokens, 16 MiB whatever the tokens' size.
+const VERIFIED_BYTES: u64 = 16 << 20;
+/// What one remembered token costs beside its own bytes (its claims, the entry).
+const CLAIMS_WEIGHT: u64 = 256;
+
+/// The weight of a remembered token: its bytes and its claims'.
+#[derive(Clone, Copy, Debug)]
+struct TokenWeight;
+
+impl quick_cache::Weighter<Box<str>, Remembered> for TokenWeight {
+    fn weight(&self, token: &Box<str>, _: &Remembered) -> u64 {
+        token.len() as u64 + CLAIMS_WEIGHT
+    }
+}
 
 // === impl Claims ===
 
@@ -128,7 +143,11 @@ impl Verifier {
             secret: DecodingKey::from_secret(secret.expose().as_bytes()),
             public,
             validation,
-            verified: std::sync::Mutex::default(),
+            verified: quick_cache::sync::Cache::with_weighter(
+                (VERIFIED_BYTES / (CLAIMS_WEIGHT + 256)) as usize,
+                VERIFIED_BYTES,
+                TokenWeight,
+            ),
             max_lifetime: config.max_token_lifetime.map(|d| d.as_secs()),
         })
     }
@@ -143,39 +162,29 @@ impl Verifier {
             return Ok(claims);
         }
         let claims = Arc::new(self.verify_now(token).await?);
-        let mut verified = self
-            .verified
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if verified.len() >= VERIFIED_MAX {
-            verified.clear();
-        }
-        verified.insert(token.into(), (claims.clone(), tokio::time::Instant::now()));
+        self.verified
+            .insert(token.into(), (claims.clone(), tokio::time::Instant::now()));
         Ok(claims)
     }
 
     /// The claims of `token` if it was verified less than [`VERIFIED_FOR`] ago; its expiry is
     /// checked again on every use.
     fn recently_verified(&self, token: &str) -> Result<Option<Arc<Claims>>, Error> {
-        let mut verified = self
-            .verified
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let Some((claims, at)) = verified.get(token) else {
+        let Some((claims, at)) = self.verified.get(token) else {
             return Ok(None);
         };
         if at.elapsed() >= VERIFIED_FOR {
-            verified.remove(token);
+            self.verified.remove(token);
             return Ok(None);
         }
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
         if claims.exp.saturating_add(self.validation.leeway) < now {
-            verified.remove(token);
+            self.verified.remove(token);
             return Err(Error::Expired);
         }
-        Ok(Some(Arc::clone(claims)))
+        Ok(Some(claims))
     }
 
     /// Checks signature and claims.

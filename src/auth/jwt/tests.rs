@@ -157,3 +157,49 @@ async fn a_token_that_lives_longer_than_the_maximum_is_refused() {
         "unset: any"
     );
 }
+
+#[tokio::test]
+async fn a_fleet_of_twenty_thousand_pilots_is_remembered_within_its_bound() {
+    let secret = Secret::new("CloudApiSample");
+    let verifier = Verifier::new(&secret, &AuthConfig::default()).expect("verifier");
+    let tokens: Vec<String> = (0..20_000)
+        .map(|i| {
+            mint(
+                &secret,
+                "ws",
+                &format!("pilot-{i}"),
+                Duration::from_secs(3600),
+                None,
+            )
+            .expect("token")
+        })
+        .collect();
+    for token in &tokens {
+        verifier.verify(token).await.expect("valid");
+    }
+    // Every pilot asks again: each token is answered from the memory, none verified anew (the
+    // memory used to be cleared at 10,000 tokens, so a larger fleet was verified every time).
+    let forgotten = tokens
+        .iter()
+        .filter(|t| !verifier.verified.contains_key(t.as_str()))
+        .count();
+    assert_eq!(forgotten, 0, "of 20,000 tokens");
+    // Tokens of 64 KiB each: the memory stays within its bound and keeps answering.
+    let large = "x".repeat(64 << 10);
+    for i in 0..400 {
+        let token = mint(
+            &secret,
+            "ws",
+            &format!("{large}{i}"),
+            Duration::from_secs(3600),
+            None,
+        )
+        .expect("token");
+        verifier.verify(&token).await.expect("valid");
+    }
+    assert!(
+        verifier.verified.weight() <= VERIFIED_BYTES,
+        "{} bytes remembered",
+        verifier.verified.weight()
+    );
+}
