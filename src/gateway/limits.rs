@@ -8,18 +8,37 @@ use std::time::Duration;
 
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota};
+use tokio::time::Instant;
 
 use crate::config::LimitsConfig;
-use crate::domain::Requester;
 
-/// How often (in checks) idle keys are forgotten.
-const SHRINK_EVERY: u64 = 4096;
+/// How often idle keys are forgotten and their memory returned. By time, not by count: walking
+/// and rehashing a map of 20,000 pilots every few thousand requests was a tenth of what a cache
+/// hit cost under load, and a bucket is only forgotten once full again (minutes) anyway.
+const TIDY_EVERY: Duration = Duration::from_secs(10);
 
 /// The limiters; a limit of 0 per minute means none.
 pub struct Limits {
     devices: Option<DefaultKeyedRateLimiter<String>>,
     subjects: Option<DefaultKeyedRateLimiter<String>>,
-    checks: AtomicU64,
+    started: Instant,
+    /// When the next tidy is due, in milliseconds since `started`.
+    next_tidy: AtomicU64,
+}
+
+/// Whose bucket a request counts against.
+#[derive(Clone, Copy, Debug)]
+pub enum Key<'a> {
+    /// A dock, by gateway serial number.
+    Device(&'a str),
+    /// A pilot: per workspace and subject, since the DJI demo's usernames ("pilot") repeat across
+    /// workspaces and tokens without a subject share only their own workspace's bucket.
+    Pilot {
+        /// The workspace the token is for.
+        workspace: &'a str,
+        /// The token's subject.
+        subject: &'a str,
+    },
 }
 
 // === impl Limits ===
@@ -37,33 +56,50 @@ impl Limits {
         Self {
             devices: limiter(config.device_per_minute, config.device_burst),
             subjects: limiter(config.subject_per_minute, config.subject_burst),
-            checks: AtomicU64::new(0),
+            started: Instant::now(),
+            next_tidy: AtomicU64::new(TIDY_EVERY.as_millis() as u64),
         }
     }
 
-    /// Whether token subjects have a limit.
-    pub fn subjects_limited(&self) -> bool {
-        self.subjects.is_some()
-    }
-
     /// Admits one request, or says how long to wait.
-    pub fn check(&self, requester: Requester<'_>) -> Result<(), Duration> {
-        let (limiter, key) = match requester {
-            // The registry binds serial numbers case-insensitively, so the limit must count
-            // `DOCK1` and `dock1` as one dock, or a flooding dock gets a bucket per spelling.
-            Requester::Device(sn) => (&self.devices, sn.to_ascii_uppercase()),
-            Requester::Token(subject) => (&self.subjects, subject.to_owned()),
+    pub fn check(&self, key: Key<'_>) -> Result<(), Duration> {
+        let limiter = match key {
+            Key::Device(_) => &self.devices,
+            Key::Pilot { .. } => &self.subjects,
         };
         let Some(limiter) = limiter else {
             return Ok(());
         };
-        if self.checks.fetch_add(1, Ordering::Relaxed) % SHRINK_EVERY == SHRINK_EVERY - 1 {
-            limiter.retain_recent();
-            limiter.shrink_to_fit();
-        }
+        let key = match key {
+            // The registry binds serial numbers case-insensitively, so the limit must count
+            // `DOCK1` and `dock1` as one dock, or a flooding dock gets a bucket per spelling.
+            Key::Device(sn) => sn.to_ascii_uppercase(),
+            Key::Pilot { workspace, subject } => format!("{workspace}/{subject}"),
+        };
+        self.tidy_when_due(limiter);
         limiter
             .check_key(&key)
             .map_err(|not_until| not_until.wait_time_from(DefaultClock::default().now()))
+    }
+
+    /// Forgets idle keys every [`TIDY_EVERY`]; one caller does it, the others go on.
+    fn tidy_when_due(&self, limiter: &DefaultKeyedRateLimiter<String>) {
+        let now = self.started.elapsed().as_millis() as u64;
+        let due = self.next_tidy.load(Ordering::Relaxed);
+        if now >= due
+            && self
+                .next_tidy
+                .compare_exchange(
+                    due,
+                    now + TIDY_EVERY.as_millis() as u64,
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                )
+                .is_ok()
+        {
+            limiter.retain_recent();
+            limiter.shrink_to_fit();
+        }
     }
 }
 
@@ -80,25 +116,65 @@ mod tests {
             subject_burst: 0,
         });
         for _ in 0..3 {
-            assert!(limits.check(Requester::Device("A")).is_ok());
+            assert!(limits.check(Key::Device("A")).is_ok());
         }
-        let wait = limits
-            .check(Requester::Device("A"))
-            .expect_err("over the burst");
+        let wait = limits.check(Key::Device("A")).expect_err("over the burst");
         assert!(wait <= Duration::from_secs(1), "{wait:?}");
         assert!(
-            limits.check(Requester::Device("a")).is_err(),
+            limits.check(Key::Device("a")).is_err(),
             "another spelling of the same serial number shares its bucket"
         );
         assert!(
-            limits.check(Requester::Device("B")).is_ok(),
+            limits.check(Key::Device("B")).is_ok(),
             "another dock is not affected"
         );
+        let pilot = Key::Pilot {
+            workspace: "ws",
+            subject: "pilot",
+        };
         for _ in 0..100 {
-            assert!(
-                limits.check(Requester::Token("pilot")).is_ok(),
-                "0 per minute: no limit"
-            );
+            assert!(limits.check(pilot).is_ok(), "0 per minute: no limit");
         }
+    }
+
+    #[test]
+    fn a_pilots_bucket_is_per_workspace() {
+        let limits = Limits::new(&LimitsConfig {
+            device_per_minute: 0,
+            device_burst: 0,
+            subject_per_minute: 60,
+            subject_burst: 1,
+        });
+        let pilot = |workspace| Key::Pilot {
+            workspace,
+            subject: "pilot",
+        };
+        assert!(limits.check(pilot("ws-a")).is_ok());
+        assert!(limits.check(pilot("ws-a")).is_err(), "over the burst");
+        assert!(
+            limits.check(pilot("ws-b")).is_ok(),
+            "the same username in another workspace has its own bucket"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn idle_keys_are_forgotten_once_their_bucket_is_full_again() {
+        let limits = Limits::new(&LimitsConfig {
+            device_per_minute: 6_000,
+            device_burst: 1,
+            subject_per_minute: 0,
+            subject_burst: 0,
+        });
+        let devices = limits.devices.as_ref().expect("limited");
+        for i in 0..1_000 {
+            assert!(limits.check(Key::Device(&format!("DOCK{i}"))).is_ok());
+        }
+        assert_eq!(devices.len(), 1_000);
+        // Paused time moves tokio's clock, which the tidy reads; governor's clock (real time)
+        // needs the 10 ms a bucket of 6,000 per minute takes to refill.
+        std::thread::sleep(Duration::from_millis(20));
+        tokio::time::advance(TIDY_EVERY).await;
+        assert!(limits.check(Key::Device("DOCK-NEW")).is_ok());
+        assert_eq!(devices.len(), 1, "only the key just checked is left");
     }
 }

@@ -120,20 +120,14 @@ impl Gateway {
     /// what was handed out. A front authenticates and decodes before, encodes after, and reports
     /// the errors it returns (each front maps them in one place).
     pub async fn credentials(&self, request: Request<'_>) -> Result<Issued, Error> {
-        let requester = match request {
-            // Per workspace and subject: the DJI demo's usernames ("pilot") repeat across
-            // workspaces, and tokens without a subject share only their own workspace's bucket.
-            Request::Pilot { workspace, subject } => {
-                if self.limits.subjects_limited() {
-                    self.admit(Requester::Token(&format!("{workspace}/{subject}")))?;
-                }
-                Requester::Token(subject)
-            }
-            Request::Dock { sn } => {
-                self.admit(Requester::Device(sn))?;
-                Requester::Device(sn)
-            }
+        let (requester, bucket) = match request {
+            Request::Pilot { workspace, subject } => (
+                Requester::Token(subject),
+                limits::Key::Pilot { workspace, subject },
+            ),
+            Request::Dock { sn } => (Requester::Device(sn), limits::Key::Device(sn)),
         };
+        self.admit(bucket, requester.front())?;
         let workspace = match request {
             Request::Pilot { workspace, .. } => WorkspaceId::parse(workspace)?,
             Request::Dock { sn } => self
@@ -193,12 +187,10 @@ impl Gateway {
         self
     }
 
-    /// Admits a request from `requester` under the rate limits, or refuses it with the time to
-    /// wait.
-    fn admit(&self, requester: Requester<'_>) -> Result<(), Error> {
-        self.limits.check(requester).map_err(|retry_after| {
-            ::metrics::counter!("stsgate_rate_limited_total", "front" => requester.front())
-                .increment(1);
+    /// Admits a request under the rate limits, or refuses it with the time to wait.
+    fn admit(&self, key: limits::Key<'_>, front: &'static str) -> Result<(), Error> {
+        self.limits.check(key).map_err(|retry_after| {
+            ::metrics::counter!("stsgate_rate_limited_total", "front" => front).increment(1);
             Error::RateLimited { retry_after }
         })
     }
