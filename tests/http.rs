@@ -241,7 +241,7 @@ async fn no_secret_reaches_error_bodies_or_debug_output() {
     let debug = format!("{issued:?}");
     assert!(!debug.contains(&secret), "{debug}");
     assert!(
-        !debug.contains(issued.config.credentials.security_token.expose()),
+        !debug.contains(issued.config().credentials.security_token.expose()),
         "{debug}"
     );
 }

@@ -50,7 +50,7 @@ pub async fn run(scale: &Scale) -> Report {
         async move {
             let ws = WorkspaceId::parse("herd-cold").expect("workspace");
             let issued = g.for_workspace(ws).await.expect("credentials");
-            issued.config.credentials.access_key_id
+            issued.config().credentials.access_key_id
         }
     })
     .await;
@@ -89,7 +89,7 @@ pub async fn run(scale: &Scale) -> Report {
                 .credentials(Request::Dock { sn: &sn })
                 .await
                 .expect("credentials");
-            issued.config.credentials.access_key_id
+            issued.config().credentials.access_key_id
         }
     })
     .await;

@@ -46,7 +46,7 @@ pub async fn run(scale: &Scale) -> Vec<String> {
         .for_workspace(WorkspaceId::parse("bench-store").expect("ws"))
         .await
         .expect("credentials");
-    let c = &issued.config;
+    let c = &issued.config();
     let s3 = stsgate::check::s3_client(
         &c.endpoint,
         &c.region,

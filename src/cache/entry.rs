@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 
 use tokio::time::Instant;
 
-use crate::issuer::IssuedCredential;
+use crate::issuer::Credential;
 
 /// The service's lifetime policy (from `[storage]`).
 #[derive(Clone, Copy, Debug)]
@@ -23,7 +23,7 @@ pub struct Lifetimes {
 #[derive(Clone, Debug)]
 pub struct Entry {
     /// The credential.
-    pub credential: Arc<IssuedCredential>,
+    pub credential: Arc<Credential>,
     /// Its answer, serialised on first use (see [`crate::protocol::Rendered`]).
     pub rendered: RenderedOnce,
     /// When it was received.
@@ -48,7 +48,7 @@ pub enum Freshness {
 impl Entry {
     /// Places a credential on the monotonic clock: its wall-clock expiration is converted once,
     /// at receipt, so that later wall-clock jumps do not move it.
-    pub fn new(credential: IssuedCredential, now: Instant, wall_now: SystemTime) -> Self {
+    pub fn new(credential: Credential, now: Instant, wall_now: SystemTime) -> Self {
         let lifetime = credential
             .expiration
             .duration_since(wall_now)
@@ -99,7 +99,7 @@ mod tests {
     };
 
     fn entry(lifetime_secs: u64, now: Instant, wall: SystemTime) -> Entry {
-        let credential = IssuedCredential {
+        let credential = Credential {
             access_key_id: "AK".into(),
             secret_access_key: Secret::new("s"),
             session_token: Secret::new("t"),
@@ -136,7 +136,7 @@ mod tests {
     #[test]
     fn already_expired_credentials_are_unusable() {
         let (now, wall) = (Instant::now(), SystemTime::now());
-        let credential = IssuedCredential {
+        let credential = Credential {
             access_key_id: "AK".into(),
             secret_access_key: Secret::new("s"),
             session_token: Secret::new("t"),

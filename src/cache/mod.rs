@@ -25,7 +25,7 @@ pub use entry::{Entry, Freshness, Lifetimes};
 
 use crate::config::StorageProfile;
 use crate::domain::Scope;
-use crate::issuer::{Error, IssueRequest, IssuedCredential, IssuerHandle};
+use crate::issuer::{Credential, Error, IssueRequest, IssuerHandle};
 
 /// The cache. Cheap to clone; clones share state.
 #[derive(Clone)]
@@ -37,7 +37,7 @@ pub struct Cache {
 #[derive(Clone, Debug)]
 pub struct Lease {
     /// The credential.
-    pub credential: Arc<IssuedCredential>,
+    pub credential: Arc<Credential>,
     /// Its answer, serialised once per credential.
     pub rendered: crate::protocol::RenderedOnce,
     /// Seconds a device may rely on it (remaining life minus the margin).

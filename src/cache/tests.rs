@@ -21,13 +21,13 @@ impl Issuer for Arc<CountingIssuer> {
         ProviderKind::Local
     }
 
-    async fn issue(&self, request: &IssueRequest) -> Result<IssuedCredential, Error> {
+    async fn issue(&self, request: &IssueRequest) -> Result<Credential, Error> {
         let n = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
         tokio::time::sleep(self.delay).await;
         if self.fail.load(Ordering::SeqCst) {
             return Err(Error::Unavailable("test upstream is down".into()));
         }
-        Ok(IssuedCredential {
+        Ok(Credential {
             access_key_id: format!("AK{n}-{}", request.scope.prefix),
             secret_access_key: Secret::new(format!("secret{n}")),
             session_token: Secret::new(format!("token{n}")),

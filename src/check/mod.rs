@@ -134,7 +134,7 @@ async fn probe(
             return;
         }
     };
-    let sc = &issued.config;
+    let sc = &issued.config();
     report.add(
         Mark::Pass,
         format!("credentials issued for workspace {workspace}"),

@@ -17,7 +17,7 @@ use crate::domain::{PrefixTemplate, Requester, Scope, WorkspaceId};
 use crate::issuer::IssuerHandle;
 use crate::protocol::{Credentials, Provider, ResultCode, StorageConfig};
 use crate::registry::Registry;
-use crate::telemetry::audit::Audit;
+use crate::telemetry::audit::{Audit, Handout};
 use crate::telemetry::metrics;
 
 /// Resolves scopes and hands out storage configurations.
@@ -26,9 +26,7 @@ pub struct Gateway {
     registry: Registry,
     template: PrefixTemplate,
     bucket: Arc<str>,
-    endpoint: String,
-    region: String,
-    provider: Provider,
+    storage: Arc<Storage>,
     audit: Audit,
     limits: Limits,
 }
@@ -62,35 +60,93 @@ pub enum Request<'a> {
     },
 }
 
-/// A storage configuration handed out, with what the audit trail needs.
+/// A credential handed out: the cache's [`Lease`] on it, the [`Scope`] it may write, and where
+/// that storage is. Shared references only, so an answer copies no string; the wire
+/// [`StorageConfig`] is built on demand ([`Issued::config`]) or written from a rendering made
+/// once per credential ([`Issued::write_json`]).
+///
+/// One credential, one name per stage: the issuer returns a [`crate::issuer::Credential`], the
+/// cache hands out a [`Lease`] on it, the gateway an `Issued`.
 #[derive(Debug)]
 pub struct Issued {
-    /// What the device receives.
-    pub config: StorageConfig,
     /// The workspace it was issued for.
     pub workspace: WorkspaceId,
-    /// Whether the credential came from the cache.
-    pub cache_hit: bool,
-    /// `config` serialised once per credential.
-    rendered: crate::protocol::RenderedOnce,
+    lease: Lease,
+    scope: Scope,
+    storage: Arc<Storage>,
+}
+
+/// The storage devices upload to, as they are told it.
+#[derive(Debug)]
+struct Storage {
+    endpoint: String,
+    region: String,
+    provider: Provider,
 }
 
 // === impl Issued ===
 
 impl Issued {
-    /// Appends `config` as JSON to `out`: the same bytes as `serde_json`, from a rendering made
-    /// once per credential (only `expire` differs between answers).
+    /// What the device receives.
+    pub fn config(&self) -> StorageConfig {
+        let credential = &self.lease.credential;
+        StorageConfig {
+            bucket: self.scope.bucket.to_string(),
+            credentials: Credentials {
+                access_key_id: credential.access_key_id.clone(),
+                access_key_secret: credential.secret_access_key.clone(),
+                expire: self.lease.expire,
+                security_token: credential.session_token.clone(),
+            },
+            endpoint: self.storage.endpoint.clone(),
+            object_key_prefix: self.scope.prefix.to_string(),
+            provider: self.storage.provider,
+            region: self.storage.region.clone(),
+        }
+    }
+
+    /// Appends [`Issued::config`] as JSON to `out`: the same bytes as `serde_json`, from a
+    /// rendering made once per credential (only `expire` differs between answers).
     pub fn write_json(&self, out: &mut Vec<u8>) {
-        match self
+        let rendered = self
+            .lease
             .rendered
-            .get_or_init(|| crate::protocol::Rendered::new(&self.config))
-        {
-            Some(rendered) => rendered.write(self.config.credentials.expire, out),
+            .get_or_init(|| crate::protocol::Rendered::new(&self.config()));
+        match rendered {
+            Some(rendered) => rendered.write(self.lease.expire, out),
             None => {
-                if let Err(e) = serde_json::to_writer(&mut *out, &self.config) {
+                if let Err(e) = serde_json::to_writer(&mut *out, &self.config()) {
                     tracing::error!(error = %e, "cannot encode a storage configuration");
                 }
             }
+        }
+    }
+
+    /// The credential's access key id.
+    pub fn access_key_id(&self) -> &str {
+        &self.lease.credential.access_key_id
+    }
+
+    /// Seconds the device may rely on it.
+    pub fn expire(&self) -> u64 {
+        self.lease.expire
+    }
+
+    /// Whether it came from the cache.
+    pub fn cache_hit(&self) -> bool {
+        self.lease.hit
+    }
+
+    /// What the audit trail records of it.
+    fn handout(&self) -> Handout<'_> {
+        Handout {
+            workspace: self.workspace.as_str(),
+            bucket: &self.scope.bucket,
+            prefix: &self.scope.prefix,
+            provider: self.storage.provider.as_str(),
+            access_key_id: self.access_key_id(),
+            expire: self.expire(),
+            cache_hit: self.cache_hit(),
         }
     }
 }
@@ -102,13 +158,15 @@ impl Gateway {
     pub fn new(config: &Config, issuer: IssuerHandle) -> Result<Self, SetupError> {
         let template = PrefixTemplate::parse(&config.storage.object_key_prefix)?;
         Ok(Self {
-            provider: issuer.provider(),
+            storage: Arc::new(Storage {
+                endpoint: config.advertised_endpoint(),
+                region: config.storage.region.clone(),
+                provider: issuer.provider(),
+            }),
             cache: Cache::new(issuer, &config.storage),
             registry: Registry::from_config(&config.devices, config.default_workspace())?,
             template,
             bucket: config.storage.bucket.as_str().into(),
-            endpoint: config.advertised_endpoint(),
-            region: config.storage.region.clone(),
             audit: Audit::default(),
             limits: Limits::new(&config.limits),
         })
@@ -137,30 +195,24 @@ impl Gateway {
                 .ok_or_else(|| Error::DeviceNotBound { sn: sn.to_owned() })?,
         };
         let issued = self.for_workspace(workspace).await?;
-        self.audit.record(
-            &issued.workspace,
-            &issued.config,
-            issued.cache_hit,
-            requester,
-        );
-        let c = &issued.config.credentials;
+        self.audit.record(issued.handout(), requester);
         match requester {
             Requester::Token(subject) => tracing::info!(
                 front = "http",
                 workspace = %issued.workspace,
                 subject,
-                access_key_id = %c.access_key_id,
-                expire = c.expire,
-                cache_hit = issued.cache_hit,
+                access_key_id = %issued.access_key_id(),
+                expire = issued.expire(),
+                cache_hit = issued.cache_hit(),
                 "credentials handed out"
             ),
             Requester::Device(sn) => tracing::info!(
                 front = "mqtt",
                 sn,
                 workspace = %issued.workspace,
-                access_key_id = %c.access_key_id,
-                expire = c.expire,
-                cache_hit = issued.cache_hit,
+                access_key_id = %issued.access_key_id(),
+                expire = issued.expire(),
+                cache_hit = issued.cache_hit(),
                 "credentials handed out"
             ),
         }
@@ -173,7 +225,12 @@ impl Gateway {
     pub async fn for_workspace(&self, workspace: WorkspaceId) -> Result<Issued, Error> {
         let scope = self.scope(&workspace);
         let lease = self.cache.get(&scope).await?;
-        Ok(self.issued(workspace, &scope, lease))
+        Ok(Issued {
+            workspace,
+            lease,
+            scope,
+            storage: self.storage.clone(),
+        })
     }
 
     /// Checks the device registry's database query once (start-up).
@@ -197,7 +254,7 @@ impl Gateway {
 
     /// The storage endpoint advertised to devices.
     pub fn endpoint(&self) -> &str {
-        &self.endpoint
+        &self.storage.endpoint
     }
 
     /// The scope of a workspace.
@@ -205,28 +262,6 @@ impl Gateway {
         Scope {
             bucket: self.bucket.clone(),
             prefix: self.template.render(workspace).into(),
-        }
-    }
-
-    fn issued(&self, workspace: WorkspaceId, scope: &Scope, lease: Lease) -> Issued {
-        let credential = &lease.credential;
-        Issued {
-            config: StorageConfig {
-                bucket: scope.bucket.to_string(),
-                credentials: Credentials {
-                    access_key_id: credential.access_key_id.clone(),
-                    access_key_secret: credential.secret_access_key.clone(),
-                    expire: lease.expire,
-                    security_token: credential.session_token.clone(),
-                },
-                endpoint: self.endpoint.clone(),
-                object_key_prefix: scope.prefix.to_string(),
-                provider: self.provider,
-                region: self.region.clone(),
-            },
-            workspace,
-            cache_hit: lease.hit,
-            rendered: lease.rendered,
         }
     }
 }

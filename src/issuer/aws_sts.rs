@@ -15,7 +15,7 @@ use aws_sdk_sts::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_sts::operation::RequestId;
 use aws_sdk_sts::operation::assume_role::AssumeRoleError;
 
-use super::{Error, IssueRequest, IssuedCredential, Issuer, policy};
+use super::{Credential, Error, IssueRequest, Issuer, policy};
 
 use crate::config::StorageProfile;
 use crate::domain::ProviderKind;
@@ -84,7 +84,7 @@ impl Issuer for AwsSts {
         self.kind
     }
 
-    async fn issue(&self, request: &IssueRequest) -> Result<IssuedCredential, Error> {
+    async fn issue(&self, request: &IssueRequest) -> Result<Credential, Error> {
         let duration = i32::try_from(request.duration.as_secs()).unwrap_or(i32::MAX);
         let result = self
             .client
@@ -106,7 +106,7 @@ impl Issuer for AwsSts {
         let expiration = SystemTime::try_from(*credentials.expiration()).map_err(|_| {
             Error::Unavailable("the STS answer carried an unreadable expiration".to_owned())
         })?;
-        Ok(IssuedCredential {
+        Ok(Credential {
             access_key_id: credentials.access_key_id().to_owned(),
             secret_access_key: Secret::new(credentials.secret_access_key()),
             session_token: Secret::new(credentials.session_token()),

@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use super::{Error, IssueRequest, IssuedCredential, Issuer};
+use super::{Credential, Error, IssueRequest, Issuer};
 
 use crate::domain::ProviderKind;
 use crate::files::{create_private_dir, write_private_atomically};
@@ -27,12 +27,13 @@ pub struct LocalIssuer {
 #[derive(Debug)]
 pub struct Keyring {
     dir: PathBuf,
-    keys: RwLock<HashMap<String, Arc<Minted>>>,
+    keys: RwLock<HashMap<String, Arc<Grant>>>,
 }
 
-/// A credential minted by the local issuer, with what it may do.
+/// A credential minted by the local issuer, with what it may do: the record the embedded store
+/// authorises its requests against.
 #[derive(Debug)]
-pub struct Minted {
+pub struct Grant {
     /// Access key id.
     pub access_key_id: String,
     /// Secret access key.
@@ -47,7 +48,7 @@ pub struct Minted {
     pub expiration: SystemTime,
 }
 
-/// The on-disk form of a [`Minted`] (file mode 0600 in a 0700 directory).
+/// The on-disk form of a [`Grant`] (file mode 0600 in a 0700 directory).
 #[derive(Serialize, Deserialize)]
 struct Record {
     access_key_id: String,
@@ -79,16 +80,16 @@ impl Issuer for LocalIssuer {
         ProviderKind::Local
     }
 
-    async fn issue(&self, request: &IssueRequest) -> Result<IssuedCredential, Error> {
-        let minted = Minted::generate(request)?;
-        let credential = IssuedCredential {
-            access_key_id: minted.access_key_id.clone(),
-            secret_access_key: minted.secret_access_key.clone(),
-            session_token: minted.session_token.clone(),
-            expiration: minted.expiration,
+    async fn issue(&self, request: &IssueRequest) -> Result<Credential, Error> {
+        let grant = Grant::generate(request)?;
+        let credential = Credential {
+            access_key_id: grant.access_key_id.clone(),
+            secret_access_key: grant.secret_access_key.clone(),
+            session_token: grant.session_token.clone(),
+            expiration: grant.expiration,
         };
         let keyring = self.keyring.clone();
-        tokio::task::spawn_blocking(move || keyring.insert(minted))
+        tokio::task::spawn_blocking(move || keyring.insert(grant))
             .await
             .map_err(|e| Error::Internal(format!("credential store task failed: {e}")))?
             .map_err(|e| {
@@ -101,9 +102,9 @@ impl Issuer for LocalIssuer {
     }
 }
 
-// === impl Minted ===
+// === impl Grant ===
 
-impl Minted {
+impl Grant {
     fn generate(request: &IssueRequest) -> Result<Self, Error> {
         let rng = |e: getrandom::Error| Error::Internal(format!("no randomness from the OS: {e}"));
         Ok(Self {
@@ -193,7 +194,7 @@ impl Keyring {
     /// The credential with this access key id, if it exists (expired or not). A key not in
     /// memory is looked for on disk, so that processes sharing the data dir (`stsgate check`
     /// beside `stsgate serve`, or a restart) see each other's credentials.
-    pub fn get(&self, access_key_id: &str) -> Option<Arc<Minted>> {
+    pub fn get(&self, access_key_id: &str) -> Option<Arc<Grant>> {
         if let Some(m) = self
             .keys
             .read()
@@ -205,14 +206,14 @@ impl Keyring {
         if !is_access_key_id(access_key_id) {
             return None;
         }
-        let minted = Arc::new(read_record(&self.record_path(access_key_id)).ok()?);
-        if minted.access_key_id != access_key_id {
+        let grant = Arc::new(read_record(&self.record_path(access_key_id)).ok()?);
+        if grant.access_key_id != access_key_id {
             return None;
         }
         let mut keys = self.keys.write().unwrap_or_else(|e| e.into_inner());
         Some(
             keys.entry(access_key_id.to_owned())
-                .or_insert(minted)
+                .or_insert(grant)
                 .clone(),
         )
     }
@@ -243,12 +244,12 @@ impl Keyring {
         before - keys.len()
     }
 
-    fn insert(&self, minted: Minted) -> std::io::Result<()> {
-        let path = self.record_path(&minted.access_key_id);
-        let json = serde_json::to_vec(&minted.record())?;
+    fn insert(&self, grant: Grant) -> std::io::Result<()> {
+        let path = self.record_path(&grant.access_key_id);
+        let json = serde_json::to_vec(&grant.record())?;
         write_private_atomically(&path, &json)?;
         let mut keys = self.keys.write().unwrap_or_else(|e| e.into_inner());
-        keys.insert(minted.access_key_id.clone(), Arc::new(minted));
+        keys.insert(grant.access_key_id.clone(), Arc::new(grant));
         Ok(())
     }
 
@@ -267,10 +268,10 @@ fn is_access_key_id(s: &str) -> bool {
     s.len() == 20 && s.starts_with("ASIA") && s.bytes().all(|b| random::BASE32.contains(&b))
 }
 
-fn read_record(path: &Path) -> std::io::Result<Minted> {
+fn read_record(path: &Path) -> std::io::Result<Grant> {
     let bytes = std::fs::read(path)?;
     let record: Record = serde_json::from_slice(&bytes)?;
-    Ok(Minted::from_record(record))
+    Ok(Grant::from_record(record))
 }
 
 fn remove_quietly(path: &Path) {

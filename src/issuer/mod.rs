@@ -20,7 +20,7 @@ use crate::secret::Secret;
 
 /// A temporary credential as an upstream returned it.
 #[derive(Clone, Debug)]
-pub struct IssuedCredential {
+pub struct Credential {
     /// Access key id.
     pub access_key_id: String,
     /// Secret access key.
@@ -69,7 +69,7 @@ pub trait Issuer: Send + Sync + 'static {
     /// Which source this is.
     fn kind(&self) -> ProviderKind;
     /// Issues one credential for `request.scope`, valid for `request.duration`.
-    async fn issue(&self, request: &IssueRequest) -> Result<IssuedCredential, Error>;
+    async fn issue(&self, request: &IssueRequest) -> Result<Credential, Error>;
 }
 
 /// A shared handle to the configured issuer.
@@ -154,7 +154,7 @@ impl IssuerHandle {
     }
 
     /// Issues one credential.
-    pub async fn issue(&self, request: &IssueRequest) -> Result<IssuedCredential, Error> {
+    pub async fn issue(&self, request: &IssueRequest) -> Result<Credential, Error> {
         self.0.issue(request).await
     }
 }

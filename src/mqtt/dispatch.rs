@@ -65,7 +65,7 @@ pub async fn handle(
                 })
             }
             Ok(_) => match gateway.credentials(Request::Dock { sn }).await {
-                Ok(issued) => reply::success(tid, bid, &issued.config),
+                Ok(issued) => reply::success(tid, bid, &issued.config()),
                 Err(e) => refuse(sn, e.code(), &e.to_string(), |_| reply::error(tid, bid, &e)),
             },
         }

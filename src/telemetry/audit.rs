@@ -11,8 +11,7 @@ use serde::Serialize;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 
-use crate::domain::{Requester, WorkspaceId};
-use crate::protocol::StorageConfig;
+use crate::domain::Requester;
 
 const QUEUE: usize = 4096;
 
@@ -20,6 +19,25 @@ const QUEUE: usize = 4096;
 #[derive(Clone, Debug, Default)]
 pub struct Audit {
     tx: Option<mpsc::Sender<String>>,
+}
+
+/// What was handed out, as the audit trail records it (never a secret).
+#[derive(Clone, Copy, Debug)]
+pub struct Handout<'a> {
+    /// The workspace it was issued for.
+    pub workspace: &'a str,
+    /// The bucket it may write to.
+    pub bucket: &'a str,
+    /// The prefix it may write under.
+    pub prefix: &'a str,
+    /// The provider devices were told (`ali`, `aws`, `minio`).
+    pub provider: &'static str,
+    /// The credential's access key id.
+    pub access_key_id: &'a str,
+    /// Seconds the device may rely on it.
+    pub expire: u64,
+    /// Whether it came from the cache.
+    pub cache_hit: bool,
 }
 
 #[derive(Serialize)]
@@ -54,14 +72,8 @@ impl Audit {
         Ok(Self { tx: Some(tx) })
     }
 
-    /// Records a credential handed out: `config` for `workspace` to `requester`.
-    pub fn record(
-        &self,
-        workspace: &WorkspaceId,
-        config: &StorageConfig,
-        cache_hit: bool,
-        requester: Requester<'_>,
-    ) {
+    /// Records a credential handed out to `requester`.
+    pub fn record(&self, handout: Handout<'_>, requester: Requester<'_>) {
         let Some(tx) = &self.tx else { return };
         let (front, device, subject) = match requester {
             Requester::Device(sn) => ("mqtt", Some(sn), None),
@@ -70,15 +82,15 @@ impl Audit {
         let record = Record {
             time: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
             front,
-            workspace: workspace.as_str(),
+            workspace: handout.workspace,
             device,
             subject,
-            bucket: &config.bucket,
-            prefix: &config.object_key_prefix,
-            provider: config.provider.as_str(),
-            access_key_id: &config.credentials.access_key_id,
-            expire: config.credentials.expire,
-            cache_hit,
+            bucket: handout.bucket,
+            prefix: handout.prefix,
+            provider: handout.provider,
+            access_key_id: handout.access_key_id,
+            expire: handout.expire,
+            cache_hit: handout.cache_hit,
         };
         let Ok(mut line) = serde_json::to_string(&record) else {
             return;

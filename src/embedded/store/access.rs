@@ -11,7 +11,7 @@ use s3s::access::{S3Access, S3AccessContext};
 use s3s::{S3Error, S3ErrorCode, S3Result};
 
 use super::AdminKey;
-use crate::issuer::local::{Keyring, Minted};
+use crate::issuer::local::{Grant, Keyring};
 use crate::secret::Secret;
 
 /// The operations a device credential may perform.
@@ -70,13 +70,13 @@ impl S3Access for Policy {
         if credentials.access_key == self.admin.access_key_id {
             return Ok(());
         }
-        let minted = self.keyring.get(&credentials.access_key);
+        let grant = self.keyring.get(&credentials.access_key);
         let request = Request {
             operation: cx.s3_op().name(),
             object: cx.s3_path().as_object(),
             session_token: session_token(cx),
         };
-        let result = decide(minted.as_deref(), &request, SystemTime::now());
+        let result = decide(grant.as_deref(), &request, SystemTime::now());
         if let Err(denial) = &result {
             tracing::info!(
                 access_key_id = %credentials.access_key,
@@ -90,19 +90,15 @@ impl S3Access for Policy {
 }
 
 /// The decision for a request made with a minted (non-admin) credential.
-pub fn decide(
-    minted: Option<&Minted>,
-    request: &Request<'_>,
-    now: SystemTime,
-) -> Result<(), Denial> {
-    let minted = minted.ok_or(Denial::AccessDenied("unknown access key"))?;
-    if minted.expired(now) {
+pub fn decide(grant: Option<&Grant>, request: &Request<'_>, now: SystemTime) -> Result<(), Denial> {
+    let grant = grant.ok_or(Denial::AccessDenied("unknown access key"))?;
+    if grant.expired(now) {
         return Err(Denial::Expired);
     }
     let token_ok = request
         .session_token
         .as_ref()
-        .is_some_and(|t| Secret::new(t.as_str()) == minted.session_token);
+        .is_some_and(|t| Secret::new(t.as_str()) == grant.session_token);
     if !token_ok {
         return Err(Denial::AccessDenied(
             "missing or wrong x-amz-security-token",
@@ -116,13 +112,13 @@ pub fn decide(
     let (bucket, key) = request.object.ok_or(Denial::AccessDenied(
         "this credential may only upload objects",
     ))?;
-    if bucket != minted.bucket {
+    if bucket != grant.bucket {
         return Err(Denial::AccessDenied(
             "this credential is for another bucket",
         ));
     }
     let under_prefix = key
-        .strip_prefix(minted.prefix.as_str())
+        .strip_prefix(grant.prefix.as_str())
         .and_then(|rest| rest.strip_prefix('/'))
         .is_some_and(|rest| !rest.is_empty());
     if !under_prefix {
@@ -171,8 +167,8 @@ mod tests {
 
     use super::*;
 
-    fn minted(now: SystemTime) -> Minted {
-        Minted {
+    fn grant(now: SystemTime) -> Grant {
+        Grant {
             access_key_id: "ASIATEST".into(),
             secret_access_key: Secret::new("secret"),
             session_token: Secret::new("token"),
@@ -193,7 +189,7 @@ mod tests {
     #[test]
     fn writes_under_the_prefix_are_allowed() {
         let now = SystemTime::now();
-        let m = minted(now);
+        let m = grant(now);
         assert_eq!(
             decide(Some(&m), &put("media", "ws1/a.jpg", Some("token")), now),
             Ok(())
@@ -218,7 +214,7 @@ mod tests {
     #[test]
     fn everything_else_is_denied() {
         let now = SystemTime::now();
-        let m = minted(now);
+        let m = grant(now);
         let denied =
             |r: &Request<'_>| matches!(decide(Some(&m), r, now), Err(Denial::AccessDenied(_)));
         assert!(
@@ -286,7 +282,7 @@ mod tests {
     #[test]
     fn expired_credentials_are_refused_as_expired() {
         let now = SystemTime::now();
-        let m = minted(now);
+        let m = grant(now);
         let later = now + Duration::from_secs(61);
         assert_eq!(
             decide(Some(&m), &put("media", "ws1/a", Some("token")), later),

@@ -15,7 +15,7 @@ use std::time::{Duration, SystemTime};
 use async_trait::async_trait;
 use serde::Deserialize;
 
-use super::{Error, IssueRequest, IssuedCredential, Issuer, policy};
+use super::{Credential, Error, IssueRequest, Issuer, policy};
 
 use crate::config::StorageProfile;
 use crate::domain::ProviderKind;
@@ -102,7 +102,7 @@ impl AliyunSts {
         })
     }
 
-    async fn attempt(&self, request: &IssueRequest) -> Result<IssuedCredential, Error> {
+    async fn attempt(&self, request: &IssueRequest) -> Result<Credential, Error> {
         let stamp = Stamp::now()?;
         let signed = build_request(
             &self.access_key_id,
@@ -142,7 +142,7 @@ impl Issuer for AliyunSts {
         ProviderKind::Ali
     }
 
-    async fn issue(&self, request: &IssueRequest) -> Result<IssuedCredential, Error> {
+    async fn issue(&self, request: &IssueRequest) -> Result<Credential, Error> {
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -215,7 +215,7 @@ pub fn build_request(
 
 /// Reads an AssumeRole answer: credentials on 200, else the documented error envelope
 /// `{RequestId, HostId, Code, Message, Recommend}`, classified.
-pub fn parse_response(status: u16, body: &[u8]) -> Result<IssuedCredential, Error> {
+pub fn parse_response(status: u16, body: &[u8]) -> Result<Credential, Error> {
     if status == 200 {
         let not_sts = || {
             Error::Unavailable(
@@ -225,7 +225,7 @@ pub fn parse_response(status: u16, body: &[u8]) -> Result<IssuedCredential, Erro
         let success: Success = serde_json::from_slice(body).map_err(|_| not_sts())?;
         let c = success.credentials.ok_or_else(not_sts)?;
         let expiration = humantime::parse_rfc3339(&c.expiration).map_err(|_| not_sts())?;
-        return Ok(IssuedCredential {
+        return Ok(Credential {
             access_key_id: c.access_key_id,
             secret_access_key: Secret::new(c.access_key_secret),
             session_token: Secret::new(c.security_token),
