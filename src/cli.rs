@@ -150,7 +150,7 @@ impl Cli {
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
-    let _log = telemetry::init_logging(&config.log);
+    let _log = telemetry::init_logging(&config.log).context("cannot start the log writer")?;
     let (data_dir, bucket, provider) = (
         config.data_dir.clone(),
         config.storage.bucket.clone(),

@@ -1,23 +1,22 @@
 //! Logging (`tracing`, text or JSON lines on stderr) and metrics (a process-wide Prometheus
 //! recorder rendered by `GET /metrics`).
 //!
-//! Log lines are formatted on the thread that logs them and written by a thread of their own
-//! (`tracing-appender`'s non-blocking writer, batched through a buffer flushed whenever the queue
-//! is empty), so a request never waits on a `write` to stderr. The queue is bounded: when the
-//! writer cannot keep up, lines are dropped and counted (`stsgate_log_dropped_total`) rather
-//! than slowing requests.
+//! Log lines are formatted on the thread that logs them and written in batches by a thread of
+//! their own ([`writer`]), so a request never waits on a `write` to stderr. The buffer is
+//! bounded: when the writer cannot keep up, lines are dropped and counted
+//! (`stsgate_log_dropped_total`) rather than slowing requests.
 
 pub mod audit;
 pub mod metrics;
+mod writer;
 
 use std::io::IsTerminal;
 use std::sync::OnceLock;
 
-use tracing_appender::non_blocking::{ErrorCounter, NonBlockingBuilder, WorkerGuard};
-
 use tracing::{Level, Metadata};
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::Layer;
+use tracing_subscriber::filter::Targets;
 use tracing_subscriber::filter::{FilterFn, filter_fn};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -28,64 +27,65 @@ use crate::config::{LogConfig, LogFormat};
 /// matters.
 const QUIET: &str = "rumqttc=warn";
 
-/// Lines waiting for the writer thread at most.
-const LOG_QUEUE: usize = 8 * 1024;
+/// The installed writer, for the count of lines it dropped.
+static WRITER: OnceLock<writer::BatchWriter> = OnceLock::new();
 
-/// Lines dropped because the writer thread could not keep up.
-static DROPPED: OnceLock<ErrorCounter> = OnceLock::new();
-
-/// Keeps the log writer thread; dropping it writes out what is queued (hold it until exit).
+/// Keeps the log writer thread; dropping it writes out what is waiting (hold it until exit).
 #[must_use = "dropping the guard stops the log writer"]
 pub struct LogGuard {
     /// Held for its `Drop`.
-    _writer: Option<WorkerGuard>,
+    _writer: Option<writer::Guard>,
 }
 
 /// Installs the global subscriber. `RUST_LOG` overrides `log.filter`, within
-/// [`only_our_own_detail`]. Safe to call twice (the second call changes nothing).
-pub fn init_logging(config: &LogConfig) -> LogGuard {
-    let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| format!("{},{QUIET}", config.filter));
-    let filter = EnvFilter::try_new(&filter).unwrap_or_else(|_| EnvFilter::new("info"));
-    let (writer, guard) = NonBlockingBuilder::default()
-        .lossy(true)
-        .buffered_lines_limit(LOG_QUEUE)
-        .thread_name("stsgate-log")
-        .finish(std::io::BufWriter::with_capacity(
-            64 * 1024,
-            std::io::stderr(),
-        ));
-    let dropped = writer.error_counter();
+/// [`only_our_own_detail`]. Safe to call twice (the second call changes nothing). Fails only
+/// when the writer thread cannot be started.
+pub fn init_logging(config: &LogConfig) -> std::io::Result<LogGuard> {
+    let directives =
+        std::env::var("RUST_LOG").unwrap_or_else(|_| format!("{},{QUIET}", config.filter));
+    // Plain `target=level` lists go to `Targets`, which decides once per call site; `EnvFilter`
+    // only for span and field directives (`target[span{field=value}]=level`), since it takes a
+    // lock on every span enter, exit and close, and the HTTP front enters its request span on
+    // every poll: with the per-layer filter it was a fifth of a cache hit at info (BENCHMARKS.md).
+    let (targets, dynamic) = match directives.parse::<Targets>() {
+        Ok(targets) => (Some(targets), None),
+        Err(_) => (
+            None,
+            Some(EnvFilter::try_new(&directives).unwrap_or_else(|_| EnvFilter::new("info"))),
+        ),
+    };
+    let (writer, guard) = writer::spawn(std::io::stderr())?;
     let fmt = tracing_subscriber::fmt::layer()
-        .with_writer(writer)
+        .with_writer(writer.clone())
         .with_ansi(std::io::stderr().is_terminal());
     let fmt = match config.format {
         LogFormat::Text => fmt.boxed(),
         LogFormat::Json => fmt.json().flatten_event(true).boxed(),
     };
     let installed = tracing_subscriber::registry()
-        .with(filter)
-        .with(fmt.with_filter(only_our_own_detail()))
+        .with(targets)
+        .with(dynamic)
+        .with(only_our_own_detail())
+        .with(fmt)
         .try_init()
         .is_ok();
     if installed {
-        let _ = DROPPED.set(dropped);
-        LogGuard {
+        let _ = WRITER.set(writer);
+        Ok(LogGuard {
             _writer: Some(guard),
-        }
+        })
     } else {
-        LogGuard { _writer: None }
+        Ok(LogGuard { _writer: None })
     }
 }
 
 /// Log lines dropped so far because the writer could not keep up.
 pub fn log_lines_dropped() -> u64 {
-    DROPPED
-        .get()
-        .map_or(0, |c| u64::try_from(c.dropped_lines()).unwrap_or(u64::MAX))
+    WRITER.get().map_or(0, writer::BatchWriter::dropped)
 }
 
 /// Debug and trace detail from stsgate's own code only; other crates log at info and above,
-/// whatever `RUST_LOG` says. The libraries beneath us log secrets at those levels: s3s logs
+/// whatever `RUST_LOG` says (decided once per call site). The libraries beneath us log secrets at those levels: s3s logs
 /// every request with its headers (`x-amz-security-token`, the `Authorization` signature) and,
 /// on a mismatch, the signature it expected; rumqttc logs its packets (the CONNECT password, the
 /// replies' credentials); the AWS SDK its signed requests. stsgate's own logs never carry a
