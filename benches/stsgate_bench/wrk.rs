@@ -128,12 +128,17 @@ async fn measure(scale: &Scale, variant: &Variant) -> Vec<String> {
 
     let mut service_rps = Vec::new();
     let mut bare_rps = Vec::new();
+    let mut service_cpu = Vec::new();
+    let mut bare_cpu = Vec::new();
     let mut refused = 0;
     for _ in 0..scale.wrk_rounds {
-        let (rps, non_2xx) = wrk(scale, &script, &service_url).await;
-        service_rps.push(rps);
-        refused += non_2xx;
-        bare_rps.push(wrk(scale, &script, &bare_url).await.0);
+        let round = wrk(scale, &script, &service_url, child.id()).await;
+        service_rps.push(round.rps);
+        service_cpu.push(round.cpu_us_per_request);
+        refused += round.non_2xx;
+        let round = wrk(scale, &script, &bare_url, std::process::id()).await;
+        bare_rps.push(round.rps);
+        bare_cpu.push(round.cpu_us_per_request);
     }
     let _ = child.kill();
     let _ = child.wait();
@@ -166,6 +171,13 @@ async fn measure(scale: &Scale, variant: &Variant) -> Vec<String> {
                 .join(", "),
             median(&ratios)
         ),
+        format!(
+            "    server CPU per request: service {} us, bare {} us (median {:.1} / {:.1} us)",
+            join_1(&service_cpu),
+            join_1(&bare_cpu),
+            median(&service_cpu),
+            median(&bare_cpu)
+        ),
     ]
 }
 
@@ -173,6 +185,14 @@ fn join(values: &[f64]) -> String {
     values
         .iter()
         .map(|v| format!("{v:.0}"))
+        .collect::<Vec<_>>()
+        .join(" / ")
+}
+
+fn join_1(values: &[f64]) -> String {
+    values
+        .iter()
+        .map(|v| format!("{v:.1}"))
         .collect::<Vec<_>>()
         .join(" / ")
 }
@@ -191,9 +211,20 @@ fn write_script(path: &Path, tokens: &[String]) {
     .expect("write");
 }
 
-/// One wrk round: requests per second, and the count of non-2xx answers. Awaited, not waited
-/// for: the bare handler runs on this runtime and must keep all its threads.
-async fn wrk(scale: &Scale, script: &Path, url: &str) -> (f64, u64) {
+/// One wrk round's figures.
+struct Round {
+    rps: f64,
+    non_2xx: u64,
+    /// CPU time (user + system) of the serving process per request answered, in microseconds:
+    /// steadier than requests per second on a shared machine, where another tenant's load moves
+    /// throughput between rounds more than it moves the work a request takes.
+    cpu_us_per_request: f64,
+}
+
+/// One wrk round against `url`, served by process `server`. Awaited, not waited for: the bare
+/// handler runs on this runtime and must keep all its threads.
+async fn wrk(scale: &Scale, script: &Path, url: &str, server: u32) -> Round {
+    let cpu_before = cpu_seconds(server);
     let out = tokio::process::Command::new("wrk")
         .args([
             "-t1",
@@ -212,7 +243,28 @@ async fn wrk(scale: &Scale, script: &Path, url: &str) -> (f64, u64) {
             .find_map(|l| l.trim().strip_prefix(label))
             .and_then(|v| v.trim().parse::<f64>().ok())
     };
+    let cpu = cpu_seconds(server) - cpu_before;
     let rps = field("Requests/sec:").unwrap_or_else(|| panic!("wrk output:\n{text}"));
     let non_2xx = field("Non-2xx or 3xx responses:").map_or(0, |n| n as u64);
-    (rps, non_2xx)
+    let requests = text
+        .lines()
+        .find_map(|l| l.trim().split_once(" requests in "))
+        .and_then(|(n, _)| n.parse::<f64>().ok())
+        .unwrap_or_else(|| panic!("wrk output:\n{text}"));
+    Round {
+        rps,
+        non_2xx,
+        cpu_us_per_request: cpu * 1e6 / requests.max(1.0),
+    }
+}
+
+/// User + system CPU seconds process `pid` has used (`/proc/{pid}/stat`, fields 14 and 15).
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("/proc/{pid}/stat");
+    // The command name (field 2) may hold spaces; the fields after it are counted from its `)`.
+    let after_name = &stat[stat.rfind(')').expect("stat format") + 2..];
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    let ticks: u64 =
+        fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime");
+    ticks as f64 / rustix::param::clock_ticks_per_second() as f64
 }

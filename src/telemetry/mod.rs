@@ -2,7 +2,7 @@
 //! recorder rendered by `GET /metrics`).
 //!
 //! Log lines are formatted on the thread that logs them and written in batches by a thread of
-//! their own ([`writer`]), so a request never waits on a `write` to stderr. The buffer is
+//! their own (`telemetry::writer`), so a request never waits on a `write` to stderr. The buffer is
 //! bounded: when the writer cannot keep up, lines are dropped and counted
 //! (`stsgate_log_dropped_total`) rather than slowing requests.
 
