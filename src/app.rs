@@ -13,9 +13,9 @@ use crate::config::Config;
 use crate::domain::Readiness;
 use crate::gateway::Gateway;
 use crate::http::{self, AppState};
-use crate::issuer;
 use crate::mqtt::{self, BrokerAddr};
 use crate::secret::Secret;
+use crate::source;
 use crate::telemetry;
 use crate::telemetry::audit::Audit;
 
@@ -38,7 +38,7 @@ pub enum Error {
     Auth(#[from] auth::SetupError),
     /// The issuer could not be built.
     #[error("storage: {0}")]
-    Issuer(#[from] issuer::Error),
+    Issuer(#[from] crate::issuer::Error),
     /// The gateway could not be built (the message names the key).
     #[error(transparent)]
     Gateway(#[from] crate::gateway::SetupError),
@@ -122,7 +122,7 @@ impl Service {
         })?;
         let metrics = telemetry::metrics::install();
         let jwt_secret = auth::load_or_generate(&config.auth, &config.data_dir)?;
-        let opened = issuer::open(&config).await?;
+        let opened = source::open(&config).await?;
         let caps = Caps::new(&config, opened.keyring.is_some());
         let shutdown = CancellationToken::new();
         let mut tasks = JoinSet::new();

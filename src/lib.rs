@@ -29,4 +29,5 @@ pub mod protocol;
 pub mod random;
 pub mod registry;
 pub mod secret;
+pub mod source;
 pub mod telemetry;

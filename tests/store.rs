@@ -403,7 +403,9 @@ async fn an_expired_credential_is_refused() {
     // Issue 12.5: still `ExpiredToken` (which makes a dock ask for a new credential) after a
     // clean-up pass and a restart; it used to become `InvalidAccessKeyId` once the clean-up had
     // forgotten the credential.
-    let keyring = stsgate::issuer::local::Keyring::open(&svc.data_dir.join("credentials")).unwrap();
+    let keyring =
+        stsgate::embedded::store::keyring::Keyring::open(&svc.data_dir.join("credentials"))
+            .unwrap();
     stsgate::embedded::store::sweep(
         &keyring,
         &svc.data_dir.join("objects"),

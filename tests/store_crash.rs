@@ -286,7 +286,8 @@ async fn kill_9_at_any_moment_never_leaves_a_partial_object_or_a_lost_upload() {
     // Stop for good, then one clean-up pass as after the TTL: only objects and their metadata.
     node.kill();
     let root = node.data.join("objects");
-    let keyring = stsgate::issuer::local::Keyring::open(&node.data.join("credentials")).unwrap();
+    let keyring =
+        stsgate::embedded::store::keyring::Keyring::open(&node.data.join("credentials")).unwrap();
     let later = std::time::SystemTime::now() + Duration::from_secs(3 * 86_400);
     stsgate::embedded::store::sweep(&keyring, &root, Duration::from_secs(86_400), later);
     let mut files = Vec::new();

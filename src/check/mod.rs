@@ -17,9 +17,9 @@ use crate::config::Config;
 use crate::domain::WorkspaceId;
 use crate::embedded::store::{self, AdminKey};
 use crate::gateway::Gateway;
-use crate::issuer;
 use crate::protocol::{Provider, StorageConfig};
 use crate::random;
+use crate::source;
 
 /// The outcome of one step.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -63,7 +63,7 @@ pub async fn run(mut config: Config, workspace: WorkspaceId) -> Report {
             config.storage.provider, config.storage.bucket, config.storage.region
         ),
     );
-    let opened = match issuer::open(&config).await {
+    let opened = match source::open(&config).await {
         Ok(opened) => opened,
         Err(e) => {
             report.add(Mark::Fail, "open the credential source", format!("{e}"));

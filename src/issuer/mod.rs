@@ -1,10 +1,11 @@
-//! Credential issuers: the [`Issuer`] trait every upstream implements (one call = one upstream
-//! STS request for one scope), [`ProviderKind`] and [`open`], which builds the configured one.
-//! Caching and single-flight are the cache's job, not the issuer's.
+//! Credential issuers: the [`Issuer`] trait every credential source implements (one call = one
+//! upstream STS request for one scope), and the upstream ones (AWS or MinIO STS, Alibaba Cloud
+//! STS). The embedded store's own issuer lives with the store; the top-level `source` module
+//! builds the one the configuration names. Caching and single-flight are the cache's job, not
+//! the issuer's.
 
 pub mod aliyun;
 pub mod aws_sts;
-pub mod local;
 pub mod policy;
 
 use std::sync::Arc;
@@ -12,7 +13,6 @@ use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 
-use crate::config::Config;
 use crate::domain::ProviderKind;
 use crate::domain::Scope;
 use crate::protocol::Provider;
@@ -75,49 +75,6 @@ pub trait Issuer: Send + Sync + 'static {
 /// A shared handle to the configured issuer.
 #[derive(Clone)]
 pub struct IssuerHandle(Arc<dyn Issuer>);
-
-/// The configured issuer, and for `local` the keyring the embedded store authenticates against.
-pub struct Opened {
-    /// The issuer.
-    pub issuer: IssuerHandle,
-    /// The keyring of minted credentials (`local` only).
-    pub keyring: Option<Arc<local::Keyring>>,
-}
-
-/// Builds the issuer `config.storage.provider` names.
-pub async fn open(config: &Config) -> Result<Opened, Error> {
-    match config.storage.provider {
-        ProviderKind::Local => {
-            let dir = config.data_dir.join("credentials");
-            let keyring = local::Keyring::open(&dir).map_err(|e| {
-                Error::Internal(format!(
-                    "cannot open the credential store in {}: {e}",
-                    dir.display()
-                ))
-            })?;
-            let keyring = Arc::new(keyring);
-            let issuer = IssuerHandle::new(local::LocalIssuer::new(keyring.clone()));
-            Ok(Opened {
-                issuer,
-                keyring: Some(keyring),
-            })
-        }
-        ProviderKind::Aws | ProviderKind::Minio => {
-            let issuer = IssuerHandle::new(aws_sts::AwsSts::new(&config.storage).await);
-            Ok(Opened {
-                issuer,
-                keyring: None,
-            })
-        }
-        ProviderKind::Ali => {
-            let issuer = IssuerHandle::new(aliyun::AliyunSts::new(&config.storage)?);
-            Ok(Opened {
-                issuer,
-                keyring: None,
-            })
-        }
-    }
-}
 
 // === impl Error ===
 

@@ -11,7 +11,7 @@ use s3s::access::{S3Access, S3AccessContext};
 use s3s::{S3Error, S3ErrorCode, S3Result};
 
 use super::AdminKey;
-use crate::issuer::local::{Grant, Keyring};
+use super::keyring::{Grant, Keyring};
 use crate::secret::Secret;
 
 /// The operations a device credential may perform.

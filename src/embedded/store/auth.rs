@@ -10,7 +10,7 @@ use s3s::auth::{S3Auth, SecretKey};
 use s3s::{S3Error, S3ErrorCode, S3Result};
 
 use super::AdminKey;
-use crate::issuer::local::Keyring;
+use super::keyring::Keyring;
 
 /// Looks access keys up in the keyring, and the administrator key.
 pub struct KeyringAuth {

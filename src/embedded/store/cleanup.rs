@@ -16,9 +16,9 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use super::disk::{self, META, TMP, UPLOADS};
+use super::keyring::Keyring;
 use super::meta::Meta;
 use super::multipart::{COMPLETED, RECORD};
-use crate::issuer::local::Keyring;
 
 /// Metadata that describe no body are only removed once they are this old, so that metadata
 /// written just before its body is renamed into place are never mistaken for an orphan.

@@ -1,7 +1,8 @@
-//! The `local` issuer: mints an access key, secret and session token for the embedded store and
-//! records each credential — its scope and expiry — in the [`Keyring`], which persists one file
-//! per credential under `{data_dir}/credentials/` so that a restart does not invalidate
-//! credentials already handed out. The embedded store authenticates requests against the keyring.
+//! The embedded store's own issuer (provider `local`): [`LocalIssuer`] mints an access key,
+//! secret and session token and records each credential — its scope and expiry, a [`Grant`] — in
+//! the [`Keyring`], which persists one file per credential under `{data_dir}/credentials/` so
+//! that a restart does not invalidate credentials already handed out. The store authenticates
+//! and authorises requests against the keyring.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -11,10 +12,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use super::{Credential, Error, IssueRequest, Issuer};
-
 use crate::domain::ProviderKind;
 use crate::files::{create_private_dir, write_private_atomically};
+use crate::issuer::{Credential, Error, IssueRequest, Issuer};
 use crate::random;
 use crate::secret::Secret;
 

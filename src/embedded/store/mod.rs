@@ -22,6 +22,7 @@ pub mod backend;
 mod body;
 mod cleanup;
 pub mod disk;
+pub mod keyring;
 mod meta;
 mod multipart;
 mod objects;
@@ -43,7 +44,7 @@ pub use cleanup::{Swept, sweep};
 
 use crate::config::LocalStoreConfig;
 use crate::files::create_private_dir;
-use crate::issuer::local::Keyring;
+use keyring::Keyring;
 
 /// Why the store could not start.
 #[derive(Debug, thiserror::Error)]
