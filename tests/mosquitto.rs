@@ -9,34 +9,22 @@ use std::net::TcpListener;
 use std::process::Command;
 use std::time::Duration;
 
-use common::mosquitto::Mosquitto;
 use common::{Dock, Link, Options, storage_config_get};
 use stsgate::mqtt::BrokerAddr;
+use stsgate_testkit::mosquitto::Mosquitto;
 
-/// The external brokers of these tests: anonymous unless a test configures otherwise.
-impl Mosquitto {
-    /// A broker on a free port.
-    fn start() -> Self {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port();
-        Self::start_on(port).expect("mosquitto listens")
-    }
-
-    /// A broker on `port`; `None` if it does not listen there within 5 s.
-    fn start_on(port: u16) -> Option<Self> {
-        assert!(
-            Self::binary().is_some(),
-            "mosquitto is installed (scripts/test.sh installs it)"
-        );
-        Self::start_with(port, "allow_anonymous true\n", None)
-    }
+/// An anonymous broker of this test's own on a free port.
+fn broker() -> Mosquitto {
+    assert!(
+        Mosquitto::binary().is_some(),
+        "mosquitto is installed (scripts/test.sh installs it)"
+    );
+    Mosquitto::anonymous().expect("mosquitto listens")
 }
 
 #[tokio::test]
 async fn docks_are_answered_through_an_external_mosquitto() {
-    let broker = Mosquitto::start();
+    let broker = broker();
     let url = format!("mqtt://127.0.0.1:{}", broker.port);
     let svc = Options::default()
         .env("STSGATE_MQTT__URL", &url)
@@ -96,7 +84,7 @@ fn load(
 
 #[tokio::test]
 async fn the_session_comes_back_after_the_broker_restarts_under_load() {
-    let broker = Mosquitto::start();
+    let broker = broker();
     let port = broker.port;
     let svc = Options::default()
         .env("STSGATE_MQTT__URL", &format!("mqtt://127.0.0.1:{port}"))
@@ -165,7 +153,7 @@ async fn the_session_comes_back_after_the_broker_restarts_under_load() {
 
 #[tokio::test]
 async fn a_request_sent_while_the_service_reconnects_is_answered_once_it_is_back() {
-    let broker = Mosquitto::start();
+    let broker = broker();
     let window = |client_id: Option<&str>, protocol: &str| {
         let broker_port = broker.port;
         let client_id = client_id.map(str::to_owned);
@@ -253,7 +241,7 @@ fn now_ms() -> u64 {
 
 fn restart_on(port: u16) -> Mosquitto {
     for _ in 0..100 {
-        if let Some(m) = Mosquitto::start_on(port) {
+        if let Some(m) = Mosquitto::anonymous_on(port) {
             return m;
         }
         std::thread::sleep(Duration::from_millis(100));
@@ -263,7 +251,7 @@ fn restart_on(port: u16) -> Mosquitto {
 
 #[tokio::test]
 async fn replicas_in_a_share_group_answer_each_request_exactly_once() {
-    let broker = Mosquitto::start();
+    let broker = broker();
     let url = format!("mqtt://127.0.0.1:{}", broker.port);
     // One replica speaks MQTT 3.1.1, the other MQTT 5: a rolling upgrade between the two.
     let replica = |protocol: &str| {
@@ -540,7 +528,7 @@ async fn publish_large(broker_port: u16, sn: &str, size: usize) {
 /// dropped by the broker, a smaller one above `mqtt.max_payload` by the service).
 #[tokio::test]
 async fn an_oversized_request_is_dropped_and_counted_while_the_session_stays_up() {
-    let broker = Mosquitto::start();
+    let broker = broker();
     for protocol in ["3.1.1", "5"] {
         let id = format!(
             "stsgate-big-{}",
@@ -620,7 +608,7 @@ fn stalling_sts() -> (String, std::thread::JoinHandle<()>) {
 /// id: the broker delivers the unacknowledged requests again, and every request is answered.
 #[tokio::test]
 async fn a_replica_killed_mid_request_loses_nothing_it_accepted() {
-    let broker = Mosquitto::start();
+    let broker = broker();
     let url = format!("mqtt://127.0.0.1:{}", broker.port);
     let shared = [
         ("STSGATE_MQTT__URL", url.as_str()),

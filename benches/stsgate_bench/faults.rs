@@ -70,7 +70,7 @@ fn dock(port: u16, sn: String, log: Log, stop: Arc<std::sync::atomic::AtomicBool
 }
 
 pub async fn run(scale: &Scale) -> Report {
-    let Some(broker) = Mosquitto::start() else {
+    let Some(broker) = Mosquitto::unthrottled() else {
         return Report::lines(vec![
             "faults: skipped (mosquitto is not installed)".to_owned(),
         ]);
@@ -91,7 +91,7 @@ pub async fn run(scale: &Scale) -> Report {
         let killed = Instant::now();
         drop(broker.take());
         tokio::time::sleep(Duration::from_millis(300)).await;
-        broker = Some(Mosquitto::start_on(port).expect("mosquitto restarts"));
+        broker = Some(Mosquitto::unthrottled_on(port).expect("mosquitto restarts"));
         assert!(
             service.service.wait_ready(Duration::from_secs(60)).await,
             "the service is back after the restart"

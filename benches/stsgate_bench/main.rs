@@ -27,9 +27,6 @@ mod footprint;
 mod herd;
 mod http;
 mod mqtt;
-// The same Mosquitto the external-broker tests start.
-#[path = "../../tests/common/mosquitto.rs"]
-mod mosquitto;
 mod soak;
 mod stats;
 mod store;

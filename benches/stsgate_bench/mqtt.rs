@@ -184,33 +184,7 @@ async fn measure(port: u16, scale: &Scale, tag: &str) -> (Samples, Samples) {
     (latency, sustained)
 }
 
-pub use crate::mosquitto::Mosquitto;
-
-/// The bench's brokers: no limits on in-flight or queued messages, `TCP_NODELAY` on.
-impl Mosquitto {
-    /// On a free port, if Mosquitto is installed.
-    pub fn start() -> Option<Self> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .ok()?
-            .local_addr()
-            .ok()?
-            .port();
-        Self::start_on(port)
-    }
-
-    /// On `port` (retried while the port is still held by a killed predecessor).
-    pub fn start_on(port: u16) -> Option<Self> {
-        Self::binary()?;
-        let config = "allow_anonymous true\nmax_inflight_messages 0\nmax_queued_messages 0\nset_tcp_nodelay true\n";
-        for _ in 0..100 {
-            if let Some(m) = Self::start_with(port, config, None) {
-                return Some(m);
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        None
-    }
-}
+pub use stsgate_testkit::mosquitto::Mosquitto;
 
 async fn compare(port: u16, broker: &str, scale: &Scale, lines: &mut Vec<String>) {
     // stsgate first, to learn the exact reply the bare responder will send.
@@ -288,7 +262,7 @@ pub async fn run(scale: &Scale) -> Vec<String> {
     )
     .await;
     embedded.stop();
-    match Mosquitto::start() {
+    match Mosquitto::unthrottled() {
         Some(m) => compare(m.port, "Mosquitto", scale, &mut lines).await,
         None => lines.push("MQTT via Mosquitto: skipped (mosquitto is not installed)".to_owned()),
     }

@@ -4,7 +4,6 @@
 
 #![allow(dead_code, clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
-pub mod mosquitto;
 pub mod s3;
 pub mod served;
 

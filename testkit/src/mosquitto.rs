@@ -1,6 +1,6 @@
 //! A Mosquitto process of the caller's own on a loopback port, killed when dropped. Used by the
-//! external-broker tests and by `stsgate-bench` (which includes this file by path), so both start
-//! the broker the same way. `scripts/test.sh` installs Mosquitto when it is missing.
+//! external-broker tests and by `stsgate-bench`, so both start the broker the same way.
+//! `scripts/test.sh` installs Mosquitto when it is missing.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -15,6 +15,37 @@ pub struct Mosquitto {
 }
 
 impl Mosquitto {
+    /// An anonymous broker on a free port, as the external-broker tests use; `None` if Mosquitto
+    /// is not installed or does not listen.
+    pub fn anonymous() -> Option<Self> {
+        Self::anonymous_on(free_port()?)
+    }
+
+    /// An anonymous broker on `port`; `None` if it does not listen there within 5 s.
+    pub fn anonymous_on(port: u16) -> Option<Self> {
+        Self::start_with(port, "allow_anonymous true\n", None)
+    }
+
+    /// The benchmarks' broker on a free port: anonymous, no limit on in-flight or queued
+    /// messages, `TCP_NODELAY` on.
+    pub fn unthrottled() -> Option<Self> {
+        Self::unthrottled_on(free_port()?)
+    }
+
+    /// [`Mosquitto::unthrottled`] on `port`, retried for 5 s while the port is still held by a
+    /// killed predecessor.
+    pub fn unthrottled_on(port: u16) -> Option<Self> {
+        Self::binary()?;
+        let config = "allow_anonymous true\nmax_inflight_messages 0\nmax_queued_messages 0\nset_tcp_nodelay true\n";
+        for _ in 0..100 {
+            if let Some(m) = Self::start_with(port, config, None) {
+                return Some(m);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+
     /// The Mosquitto binary, if it is installed.
     pub fn binary() -> Option<PathBuf> {
         [
@@ -76,4 +107,15 @@ impl Drop for Mosquitto {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A loopback port free a moment ago.
+fn free_port() -> Option<u16> {
+    Some(
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .ok()?
+            .local_addr()
+            .ok()?
+            .port(),
+    )
 }
