@@ -8,6 +8,7 @@
 
 pub mod audit;
 pub mod metrics;
+mod plain;
 mod writer;
 
 use std::io::IsTerminal;
@@ -55,11 +56,14 @@ pub fn init_logging(config: &LogConfig) -> std::io::Result<LogGuard> {
         ),
     };
     let (writer, guard) = writer::spawn(std::io::stderr())?;
+    let colours = std::io::stderr().is_terminal();
     let fmt = tracing_subscriber::fmt::layer()
         .with_writer(writer.clone())
-        .with_ansi(std::io::stderr().is_terminal());
+        .with_ansi(colours)
+        .with_timer(plain::Timestamp);
     let fmt = match config.format {
-        LogFormat::Text => fmt.boxed(),
+        LogFormat::Text if colours => fmt.boxed(),
+        LogFormat::Text => fmt.fmt_fields(plain::PlainFields).boxed(),
         LogFormat::Json => fmt.json().flatten_event(true).boxed(),
     };
     let installed = tracing_subscriber::registry()

@@ -1,0 +1,322 @@
+//! Text log lines without colours (stderr a file or a pipe, as under systemd or a container
+//! runtime), written with less work per line than `tracing-subscriber`'s defaults and to the same
+//! bytes: [`PlainFields`] formats fields as `DefaultFields` does, and [`Timestamp`] the time as
+//! `fmt::time::SystemTime` does.
+//!
+//! The defaults style every field name through `nu_ansi_term` even with colours off and format
+//! every value through `core::fmt`; the timestamp is computed from the epoch for every line. With
+//! a line per credential handed out, field and time formatting were a tenth of what a cache hit
+//! cost the service (BENCHMARKS.md, wrk). Here strings, integers and booleans are written
+//! directly, the date is formatted once per second, and everything else (the message, errors,
+//! escaped strings, `Debug` values) goes to the default visitor. Tests hold the output equal to
+//! the defaults'.
+
+use std::cell::Cell;
+use std::fmt;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use tracing::field::{Field, Visit};
+use tracing_subscriber::field::{RecordFields, VisitOutput};
+use tracing_subscriber::fmt::FormatFields;
+use tracing_subscriber::fmt::format::{DefaultVisitor, Writer};
+use tracing_subscriber::fmt::time::FormatTime;
+
+/// Fields as `DefaultFields` writes them without colours: `name=value`, space-separated, the
+/// message first and bare.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PlainFields;
+
+/// The time as `tracing-subscriber`'s `SystemTime` writes it (RFC 3339, microseconds, UTC).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Timestamp;
+
+struct Visitor<'a> {
+    writer: Writer<'a>,
+    is_empty: bool,
+    result: fmt::Result,
+}
+
+// === impl PlainFields ===
+
+impl<'writer> FormatFields<'writer> for PlainFields {
+    fn format_fields<R: RecordFields>(&self, writer: Writer<'writer>, fields: R) -> fmt::Result {
+        let mut visitor = Visitor {
+            writer,
+            is_empty: true,
+            result: Ok(()),
+        };
+        fields.record(&mut visitor);
+        visitor.result
+    }
+}
+
+// === impl Visitor ===
+
+impl Visitor<'_> {
+    /// Writes `name=` after a separating space, as the default does for a field other than the
+    /// message; false if an earlier write failed.
+    fn name(&mut self, field: &Field) -> bool {
+        if self.result.is_err() {
+            return false;
+        }
+        if self.is_empty {
+            self.is_empty = false;
+        } else {
+            self.result = self.writer.write_char(' ');
+        }
+        self.result = self
+            .result
+            .and_then(|()| self.writer.write_str(field.name()))
+            .and_then(|()| self.writer.write_char('='));
+        self.result.is_ok()
+    }
+
+    /// Whether the default visitor handles `field` in a way of its own (the message, `r#` raw
+    /// names, `log.` metadata of `log` records).
+    fn special(field: &Field) -> bool {
+        let name = field.name();
+        name == "message" || name.starts_with("r#") || name.starts_with("log.")
+    }
+
+    /// Lets the default visitor write one field.
+    fn delegate(&mut self, field: &Field, record: impl FnOnce(&mut DefaultVisitor<'_>)) {
+        if self.result.is_err() {
+            return;
+        }
+        let mut default = DefaultVisitor::new(self.writer.by_ref(), self.is_empty);
+        record(&mut default);
+        self.result = default.finish();
+        // The default skips `log.` fields without writing anything.
+        if !field.name().starts_with("log.") {
+            self.is_empty = false;
+        }
+    }
+}
+
+impl Visit for Visitor<'_> {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        // `Debug` for `str` leaves printable ASCII as it is, except `"` and `\`.
+        let plain = value
+            .bytes()
+            .all(|b| (b' '..=b'~').contains(&b) && b != b'"' && b != b'\\');
+        if Self::special(field) || !plain {
+            return self.delegate(field, |v| v.record_str(field, value));
+        }
+        if self.name(field) {
+            self.result = self
+                .writer
+                .write_char('"')
+                .and_then(|()| self.writer.write_str(value))
+                .and_then(|()| self.writer.write_char('"'));
+        }
+    }
+
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        if Self::special(field) {
+            return self.delegate(field, |v| v.record_u64(field, value));
+        }
+        if self.name(field) {
+            self.result = self.writer.write_str(itoa::Buffer::new().format(value));
+        }
+    }
+
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        if Self::special(field) {
+            return self.delegate(field, |v| v.record_i64(field, value));
+        }
+        if self.name(field) {
+            self.result = self.writer.write_str(itoa::Buffer::new().format(value));
+        }
+    }
+
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        if Self::special(field) {
+            return self.delegate(field, |v| v.record_bool(field, value));
+        }
+        if self.name(field) {
+            self.result = self.writer.write_str(if value { "true" } else { "false" });
+        }
+    }
+
+    fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
+        self.delegate(field, |v| v.record_error(field, value));
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        if Self::special(field) {
+            return self.delegate(field, |v| v.record_debug(field, value));
+        }
+        if self.name(field) {
+            self.result = write!(self.writer, "{value:?}");
+        }
+    }
+}
+
+// === impl Timestamp ===
+
+thread_local! {
+    /// The second last formatted on this thread and its text up to the fraction's dot.
+    static SECOND: Cell<(u64, [u8; 20])> = const { Cell::new((u64::MAX, [0; 20])) };
+}
+
+impl FormatTime for Timestamp {
+    fn format_time(&self, w: &mut Writer<'_>) -> fmt::Result {
+        write_time(SystemTime::now(), w)
+    }
+}
+
+/// Writes `at` as `2026-12-06T13:34:32.671453Z`.
+fn write_time(at: SystemTime, w: &mut impl fmt::Write) -> fmt::Result {
+    let since = at.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let (second, mut head) = SECOND.get();
+    if second != since.as_secs() {
+        // `2026-12-06T13:34:32Z`: the date and time up to the seconds, then the dot.
+        let seconds = humantime::format_rfc3339_seconds(at).to_string();
+        let Some(date) = seconds.as_bytes().get(..19) else {
+            return w.write_str(&humantime::format_rfc3339_micros(at).to_string());
+        };
+        head[..19].copy_from_slice(date);
+        head[19] = b'.';
+        SECOND.set((since.as_secs(), head));
+    }
+    let micros = since.subsec_micros();
+    let mut tail = *b"000000Z";
+    for (i, digit) in tail[..6].iter_mut().enumerate() {
+        *digit = b'0' + (micros / 10_u32.pow(5 - i as u32) % 10) as u8;
+    }
+    // Both parts are ASCII: digits, `-`, `:`, `T`, `.` and `Z`.
+    w.write_str(std::str::from_utf8(&head).unwrap_or_default())?;
+    w.write_str(std::str::from_utf8(&tail).unwrap_or_default())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    use tracing_subscriber::fmt::MakeWriter;
+    use tracing_subscriber::fmt::format::DefaultFields;
+    use tracing_subscriber::layer::SubscriberExt;
+
+    use super::*;
+
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl<'a> MakeWriter<'a> for Captured {
+        type Writer = Self;
+
+        fn make_writer(&'a self) -> Self {
+            self.clone()
+        }
+    }
+
+    /// Runs `log` under a text subscriber without colours, time or target, with `fields`.
+    fn lines<F>(fields: F, log: impl Fn()) -> String
+    where
+        F: for<'w> FormatFields<'w> + Send + Sync + 'static,
+    {
+        let out = Captured::default();
+        let subscriber = tracing_subscriber::registry().with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(out.clone())
+                .with_ansi(false)
+                .without_time()
+                .fmt_fields(fields),
+        );
+        tracing::subscriber::with_default(subscriber, log);
+        String::from_utf8(out.0.lock().unwrap().clone()).unwrap()
+    }
+
+    #[derive(Debug)]
+    struct Failure;
+
+    impl fmt::Display for Failure {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("it failed")
+        }
+    }
+
+    impl std::error::Error for Failure {}
+
+    fn every_kind_of_field() {
+        let texts = [
+            "pilot-7",
+            "",
+            "with space",
+            "quote\"d",
+            "back\\slash",
+            "tab\tnew\nline",
+            "é ü 中文",
+            "\u{1b}[31mred",
+            "~!@#$%^&*()_+`-=[]{}|;':,./<>?",
+        ];
+        for (i, text) in texts.iter().enumerate() {
+            let span = tracing::info_span!("http", request_id = %text, method = "POST", n = i);
+            let _entered = span.enter();
+            tracing::info!(
+                front = "http",
+                subject = *text,
+                expire = 3515_u64,
+                delta = -7_i64,
+                cache_hit = true,
+                other = false,
+                ratio = 0.5_f64,
+                shown = %text,
+                debugged = ?text,
+                r#type = "raw",
+                error = &Failure as &(dyn std::error::Error + 'static),
+                "credentials handed out {}", text
+            );
+            tracing::warn!(message = *text, subject = *text);
+            tracing::info!(big = u64::MAX, small = i64::MIN, "{}", i);
+        }
+    }
+
+    #[test]
+    fn fields_are_written_as_the_default_writes_them() {
+        let ours = lines(PlainFields, every_kind_of_field);
+        let theirs = lines(DefaultFields::new(), every_kind_of_field);
+        assert!(ours.lines().count() >= 27, "{ours}");
+        assert_eq!(ours, theirs);
+    }
+
+    #[test]
+    fn the_time_is_written_as_rfc_3339_with_microseconds() {
+        let mut at = UNIX_EPOCH + Duration::new(1_780_000_000, 0);
+        for step in [
+            0,
+            1,
+            999,
+            999_999,
+            1_000_000,
+            123_456_789,
+            999_999_999,
+            3_600_000_000_000,
+        ] {
+            at += Duration::from_nanos(step);
+            let mut ours = String::new();
+            write_time(at, &mut ours).unwrap();
+            assert_eq!(ours, humantime::format_rfc3339_micros(at).to_string());
+        }
+        // The same second again, from the cache, and the next one.
+        let mut again = String::new();
+        write_time(at, &mut again).unwrap();
+        assert_eq!(again, humantime::format_rfc3339_micros(at).to_string());
+        let next = at + Duration::from_secs(1);
+        let mut later = String::new();
+        write_time(next, &mut later).unwrap();
+        assert_eq!(later, humantime::format_rfc3339_micros(next).to_string());
+    }
+}
