@@ -5,7 +5,7 @@
 //! subjects for one workspace), so that no rate limit trips; the quiet run has logging at warn,
 //! rate limits off and one token.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -76,22 +76,9 @@ async fn measure(scale: &Scale, variant: &Variant) -> Vec<String> {
         .spawn()
         .expect("stsgate serve");
     let stdout = child.stdout.take().expect("stdout");
-    let (tx, rx) = std::sync::mpsc::channel();
-    // Reads the banner, then keeps draining stdout so the child never blocks on it.
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Some(addr) = line
-                .trim()
-                .strip_prefix("HTTP API")
-                .and_then(|r| r.split_whitespace().next())
-            {
-                let _ = tx.send(addr.to_owned());
-            }
-        }
-    });
-    let http = rx
-        .recv_timeout(Duration::from_secs(20))
-        .expect("the ready banner names the HTTP address");
+    let http = stsgate_testkit::banner::read(stdout, Duration::from_secs(20))
+        .expect("the ready banner names the HTTP address")
+        .http;
     let secret = stsgate::secret::Secret::new(SECRET);
     let tokens: Vec<String> = (0..variant.pilots)
         .map(|i| {
@@ -108,7 +95,7 @@ async fn measure(scale: &Scale, variant: &Variant) -> Vec<String> {
     let script = dir.path().join("pilots.lua");
     write_script(&script, &tokens);
     let path = format!("/storage/api/v1/workspaces/{WORKSPACE}/sts");
-    let service_url = format!("{http}{path}");
+    let service_url = format!("http://{http}{path}");
 
     // The same bytes from a bare handler (the answer on a cache hit).
     let client = reqwest::Client::new();

@@ -1,7 +1,8 @@
 //! The core both fronts call, through one entry point: [`Gateway::credentials`] takes a decoded
 //! [`Request`] (Pilot 2's verified token, or a dock's serial number) through admit → resolve →
-//! scope → cache → audit → log and count, and returns the [`StorageConfig`] devices receive, or
-//! the [`Error`] each front maps to its reply. Fronts depend on this, never on an issuer.
+//! scope → cache → audit → log and count, and returns the credential [`Issued`] (which writes the
+//! [`StorageConfig`] devices receive), or the [`Error`] each front maps to its reply. Fronts
+//! depend on this, never on an issuer.
 
 mod error;
 mod limits;

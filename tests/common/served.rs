@@ -2,7 +2,6 @@
 //! its own data dir, the addresses read from its ready banner, killed (SIGKILL) when dropped or
 //! when a test says so.
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -139,46 +138,17 @@ impl Served {
             .spawn()
             .expect("serve starts");
         let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                for label in ["HTTP API", "MQTT broker", "storage", "S3 store"] {
-                    if let Some(rest) = line.trim().strip_prefix(label) {
-                        let value = rest.split_whitespace().next().unwrap_or_default();
-                        let _ = tx.send((label, value.to_owned()));
-                    }
-                }
-            }
-        });
-        let (mut http, mut mqtt, mut store) = (None, None, None);
-        loop {
-            let Ok((label, value)) = rx.recv_timeout(Duration::from_secs(20)) else {
-                let log = log
-                    .and_then(|l| std::fs::read_to_string(l).ok())
-                    .unwrap_or_default();
-                panic!("the ready banner names the addresses; log:\n{log}");
-            };
-            match label {
-                "HTTP API" => http = Some(value.trim_start_matches("http://").to_owned()),
-                "MQTT broker" => mqtt = Some(BrokerAddr::parse(&value).expect("mqtt://host:port")),
-                "S3 store" => store = Some(value.trim_start_matches("http://").to_owned()),
-                // The banner is one write: the store line, if any, is already there.
-                _ => {
-                    if let Ok(("S3 store", value)) = rx.recv_timeout(Duration::from_millis(200)) {
-                        store = Some(value.trim_start_matches("http://").to_owned());
-                    }
-                    break;
-                }
-            }
-            if store.is_some() {
-                break;
-            }
-        }
+        let Some(banner) = stsgate_testkit::banner::read(stdout, Duration::from_secs(20)) else {
+            let log = log
+                .and_then(|l| std::fs::read_to_string(l).ok())
+                .unwrap_or_default();
+            panic!("the ready banner names the addresses; log:\n{log}");
+        };
         Self {
             child,
-            http: http.expect("HTTP API line"),
-            mqtt: mqtt.expect("MQTT broker line"),
-            store,
+            http: banner.http,
+            mqtt: BrokerAddr::parse(&banner.mqtt).expect("mqtt://host:port"),
+            store: banner.store,
             dir: None,
         }
     }
