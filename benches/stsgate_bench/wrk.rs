@@ -59,15 +59,7 @@ async fn measure(scale: &Scale, variant: &Variant) -> Vec<String> {
     let mut child = Command::new(env!("CARGO_BIN_EXE_stsgate"))
         .arg("--data-dir")
         .arg(dir.path().join("data"))
-        .args([
-            "serve",
-            "--http-listen",
-            "127.0.0.1:0",
-            "--mqtt-embedded-listen",
-            "127.0.0.1:0",
-            "--storage-local-listen",
-            "127.0.0.1:0",
-        ])
+        .args(stsgate_testkit::banner::SERVE_ON_FREE_PORTS)
         .env_remove("RUST_LOG")
         .env("STSGATE_AUTH__JWT_SECRET", SECRET)
         .envs(variant.env.iter().copied())
@@ -146,8 +138,8 @@ async fn measure(scale: &Scale, variant: &Variant) -> Vec<String> {
         format!("  {} ({} pilots)", variant.name, variant.pilots),
         format!(
             "    service {} req/s, bare {} req/s per round",
-            join(&service_rps),
-            join(&bare_rps)
+            join(&service_rps, 0),
+            join(&bare_rps, 0)
         ),
         format!(
             "    ratio service / bare: {} (median {:.2}x); refused (non-2xx): {refused}; log lines written: {logged}",
@@ -160,26 +152,19 @@ async fn measure(scale: &Scale, variant: &Variant) -> Vec<String> {
         ),
         format!(
             "    server CPU per request: service {} us, bare {} us (median {:.1} / {:.1} us)",
-            join_1(&service_cpu),
-            join_1(&bare_cpu),
+            join(&service_cpu, 1),
+            join(&bare_cpu, 1),
             median(&service_cpu),
             median(&bare_cpu)
         ),
     ]
 }
 
-fn join(values: &[f64]) -> String {
+/// `values` with `decimals` digits after the point, separated by " / ".
+fn join(values: &[f64], decimals: usize) -> String {
     values
         .iter()
-        .map(|v| format!("{v:.0}"))
-        .collect::<Vec<_>>()
-        .join(" / ")
-}
-
-fn join_1(values: &[f64]) -> String {
-    values
-        .iter()
-        .map(|v| format!("{v:.1}"))
+        .map(|v| format!("{v:.decimals$}"))
         .collect::<Vec<_>>()
         .join(" / ")
 }

@@ -12,6 +12,17 @@
 //! from here.
 
 use std::io::{BufRead, BufReader, Read};
+
+/// `serve` with every listener on a free port (the addresses are then read from the banner).
+pub const SERVE_ON_FREE_PORTS: [&str; 7] = [
+    "serve",
+    "--http-listen",
+    "127.0.0.1:0",
+    "--mqtt-embedded-listen",
+    "127.0.0.1:0",
+    "--storage-local-listen",
+    "127.0.0.1:0",
+];
 use std::sync::mpsc;
 use std::time::Duration;
 

@@ -119,16 +119,8 @@ impl Served {
             }
             None => command(data),
         };
-        cmd.args([
-            "serve",
-            "--http-listen",
-            "127.0.0.1:0",
-            "--mqtt-embedded-listen",
-            "127.0.0.1:0",
-            "--storage-local-listen",
-            "127.0.0.1:0",
-        ])
-        .env("RUST_LOG", "debug");
+        cmd.args(stsgate_testkit::banner::SERVE_ON_FREE_PORTS)
+            .env("RUST_LOG", "debug");
         for (key, value) in env {
             cmd.env(key, value);
         }
