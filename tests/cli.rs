@@ -98,6 +98,25 @@ async fn serve_runs_the_embedded_default_and_stops_on_sigterm() {
         logs.contains("request_id=") && logs.contains("tid=cli"),
         "request ids in the logs: {logs}"
     );
+    // Every line logged while a request was served carries its id, the lines of the code beneath
+    // the fronts (the gateway's, the cache's at debug) as much as the fronts' own.
+    let http_lines: Vec<&str> = logs
+        .lines()
+        .filter(|l| l.contains("front=\"http\"") || l.contains(" answered "))
+        .collect();
+    assert!(http_lines.len() >= 2, "{logs}");
+    for line in http_lines {
+        assert!(
+            line.contains(" http{request_id=") && line.contains("method=POST path=/storage/"),
+            "a line of an HTTP request without its id: {line}"
+        );
+    }
+    for line in logs.lines().filter(|l| l.contains("front=\"mqtt\"")) {
+        assert!(
+            line.contains(" mqtt{sn=\"CLI0001\" tid=cli}:"),
+            "a line of a dock's request without its tid: {line}"
+        );
+    }
     let jwt_secret = std::fs::read_to_string(data.join("jwt_secret")).expect("secret");
     for (what, value) in [
         ("secret key", &secret),

@@ -1,6 +1,8 @@
 //! The edge every HTTP request passes first, as one tower layer: it marks `x-auth-token`
 //! sensitive (so that nothing printing headers can show it), takes the request id a proxy sent or
-//! makes one, runs the request inside a span carrying that id, and echoes the id in the answer.
+//! makes one, runs the request in a log context carrying that id (`telemetry::context`: every
+//! line logged while it is served starts `http{request_id=… method=… path=…}:`), and echoes the
+//! id in the answer.
 //!
 //! It does what tower-http's `SetSensitiveRequestHeaders`, `SetRequestId`, `Trace` and
 //! `PropagateRequestId` layers did together, in one service and one future, without copying the
@@ -13,11 +15,11 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::task::{Context, Poll, ready};
 
-use axum::http::{HeaderName, HeaderValue, Request, Response};
+use axum::http::{HeaderValue, Request, Response};
 use tokio::time::Instant;
-use tracing::Span;
 
-use super::{AUTH_HEADER, REQUEST_ID};
+use super::{AUTH_HEADER_NAME, REQUEST_ID_NAME};
+use crate::telemetry::context::{Context as LogContext, InContext};
 
 /// The layer: wraps a service in [`Edge`].
 #[derive(Clone, Copy, Debug, Default)]
@@ -30,11 +32,11 @@ pub struct Edge<S> {
 }
 
 pin_project_lite::pin_project! {
-    /// The answer of the inner service, run in the request's span, with the request id added.
+    /// The answer of the inner service, run in the request's log context, with the request id
+    /// added.
     pub struct EdgeFuture<F> {
         #[pin]
-        inner: F,
-        span: Span,
+        inner: InContext<F>,
         id: Option<HeaderValue>,
         // Set only when debug logging is on: the answer's latency is logged then.
         started: Option<Instant>,
@@ -69,24 +71,21 @@ where
     }
 
     fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
-        if let Some(token) = request.headers_mut().get_mut(AUTH_HEADER) {
+        if let Some(token) = request.headers_mut().get_mut(AUTH_HEADER_NAME) {
             token.set_sensitive(true);
         }
-        let id = match request.headers().get(REQUEST_ID) {
+        let id = match request.headers().get(REQUEST_ID_NAME) {
             Some(id) => id.clone(),
             None => new_request_id(),
         };
-        let span = tracing::info_span!(
-            "http",
-            request_id = %id.to_str().unwrap_or("-"),
-            method = %request.method(),
-            path = %request.uri().path(),
-        );
+        let context = LogContext::new("http")
+            .shown("request_id", id.to_str().unwrap_or("-"))
+            .shown("method", request.method().as_str())
+            .shown("path", request.uri().path());
         let started = tracing::enabled!(tracing::Level::DEBUG).then(Instant::now);
-        let inner = span.in_scope(|| self.inner.call(request));
+        let inner = context.enter(|| self.inner.call(request));
         EdgeFuture {
-            inner,
-            span,
+            inner: context.wrap(inner),
             id: Some(id),
             started,
         }
@@ -102,20 +101,19 @@ where
     type Output = F::Output;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        let _entered = this.span.enter();
-        let mut response = ready!(this.inner.poll(cx))?;
+        let mut this = self.project();
+        let mut response = ready!(this.inner.as_mut().poll(cx))?;
         if let Some(id) = this.id.take() {
-            response
-                .headers_mut()
-                .insert(HeaderName::from_static(REQUEST_ID), id);
+            response.headers_mut().insert(REQUEST_ID_NAME, id);
         }
         if let Some(started) = this.started {
-            tracing::debug!(
-                status = response.status().as_u16(),
-                latency_us = started.elapsed().as_micros() as u64,
-                "answered"
-            );
+            this.inner.context().enter(|| {
+                tracing::debug!(
+                    status = response.status().as_u16(),
+                    latency_us = started.elapsed().as_micros() as u64,
+                    "answered"
+                );
+            });
         }
         Poll::Ready(Ok(response))
     }
@@ -149,6 +147,7 @@ mod tests {
     use tower::{Layer, Service, ServiceExt};
 
     use super::*;
+    use crate::http::{AUTH_HEADER, REQUEST_ID};
 
     /// An inner service that reports whether the token it saw was marked sensitive.
     async fn inner(request: Request<()>) -> Result<Response<String>, Infallible> {

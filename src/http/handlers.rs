@@ -1,13 +1,15 @@
 //! Request handlers. Order of checks for `/sts`: token (401), token workspace = path workspace
 //! (403), workspace id well-formed (400), then credentials (5xx on upstream failure).
 
+use std::sync::Arc;
+
 use axum::Json;
 use axum::extract::{FromRequestParts, Path, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 
-use super::{AUTH_HEADER, ApiError, AppState};
+use super::{AUTH_HEADER_NAME, ApiError, AppState};
 use crate::auth;
 use crate::gateway::Request;
 use crate::protocol::http::Envelope;
@@ -21,13 +23,13 @@ impl<S: Send + Sync> FromRequestParts<S> for AuthToken {
     type Rejection = std::convert::Infallible;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        Ok(Self(parts.headers.get(AUTH_HEADER).cloned()))
+        Ok(Self(parts.headers.get(AUTH_HEADER_NAME).cloned()))
     }
 }
 
 /// `POST /storage/api/v1/workspaces/{workspace_id}/sts`
 pub async fn sts(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     Path(workspace): Path<String>,
     AuthToken(token): AuthToken,
 ) -> Result<Response, ApiError> {

@@ -1,5 +1,7 @@
 //! `/healthz` (the process answers), `/readyz` (the broker session is up) and `/metrics`.
 
+use std::sync::Arc;
+
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -14,7 +16,7 @@ pub async fn healthz() -> &'static str {
 }
 
 /// `GET /readyz`
-pub async fn readyz(State(state): State<AppState>) -> Response {
+pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     let mqtt = state.readiness.mqtt();
     let status = if mqtt {
         StatusCode::OK
@@ -29,7 +31,7 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
 }
 
 /// `GET /metrics`
-pub async fn metrics(State(state): State<AppState>) -> Response {
+pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     match &state.metrics {
         Some(handle) => {
             ::metrics::counter!("stsgate_log_dropped_total")

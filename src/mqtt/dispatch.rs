@@ -1,11 +1,10 @@
 //! What to do with one message on a requests topic. Pure with respect to MQTT: it returns the
 //! reply to publish (if any), so the session stays a thin loop and this is testable on its own.
 
-use tracing::Instrument;
-
 use crate::gateway::{Gateway, Request};
 use crate::protocol::ResultCode;
 use crate::protocol::mqtt::{self, DecodeError, Inbound, MODULE_MEDIA};
+use crate::telemetry::context::Context as LogContext;
 use crate::telemetry::metrics;
 
 use super::reply;
@@ -52,8 +51,10 @@ pub async fn handle(
     };
     let (tid, bid) = (&request.tid, request.bid.as_ref());
     // Every log line of this request carries the device's tid, its request id.
-    let span = tracing::info_span!("mqtt", sn, tid = %tid_text(tid));
-    let payload = async {
+    let context = LogContext::new("mqtt")
+        .quoted("sn", sn)
+        .shown("tid", &tid_text(tid));
+    let answer = async {
         match request.module {
             Err(reason) => refuse(sn, ResultCode::BadRequest, &reason, |m| {
                 reply::failure(tid, bid, ResultCode::BadRequest, m)
@@ -69,9 +70,8 @@ pub async fn handle(
                 Err(e) => refuse(sn, e.code(), &e.to_string(), |_| reply::error(tid, bid, &e)),
             },
         }
-    }
-    .instrument(span)
-    .await;
+    };
+    let payload = context.wrap(answer).await;
     Some(Answer {
         topic: mqtt::reply_topic(sn),
         payload,

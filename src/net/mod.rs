@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::BodyExt;
+use futures_util::future::{AbortHandle, AbortRegistration, Abortable};
 use hyper::body::{Body, Incoming};
 use hyper::server::conn::http1;
 use hyper::{Request, Response};
@@ -96,7 +96,7 @@ pub async fn serve<S, B>(
             },
         };
         let _ = stream.set_nodelay(true);
-        let open = table.open();
+        let (open, evicted) = table.open();
         let service = Tracked {
             inner: service.clone(),
             busy: open.busy.clone(),
@@ -105,15 +105,13 @@ pub async fn serve<S, B>(
             .timer(TokioTimer::new())
             .header_read_timeout(limits.header_timeout)
             .serve_connection(TokioIo::new(stream), service);
-        let connection = graceful.watch(connection);
+        // Evicting aborts the connection's future, and dropping it closes the connection: it was
+        // serving no request. (`Abortable` checks a flag per poll; a `CancellationToken` raced in
+        // a `select!` took a lock on every wake-up of every connection.)
+        let connection = Abortable::new(graceful.watch(connection), evicted);
         tokio::spawn(async move {
-            let evict = open.evict.clone();
-            tokio::select! {
-                result = connection => if let Err(e) = result {
-                    tracing::debug!(listener = name, error = %e, "connection ended with an error");
-                },
-                // Dropping the connection closes it: it was serving no request.
-                () = evict.cancelled() => {}
+            if let Ok(Err(e)) = connection.await {
+                tracing::debug!(listener = name, error = %e, "connection ended with an error");
             }
             drop(open);
         });
@@ -171,14 +169,13 @@ struct Table {
 /// One open connection as the table sees it.
 struct Entry {
     busy: Arc<AtomicUsize>,
-    evict: CancellationToken,
+    evict: AbortHandle,
 }
 
 /// A connection's place in the table, given back when dropped.
 struct Open {
     id: u64,
     busy: Arc<AtomicUsize>,
-    evict: CancellationToken,
     table: Arc<Table>,
 }
 
@@ -204,22 +201,24 @@ impl Table {
         self.lock().len()
     }
 
-    fn open(self: &Arc<Self>) -> Open {
+    /// A new connection's place, and what aborts it when it is evicted.
+    fn open(self: &Arc<Self>) -> (Open, AbortRegistration) {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
-        let (busy, evict) = (Arc::new(AtomicUsize::new(0)), CancellationToken::new());
+        let busy = Arc::new(AtomicUsize::new(0));
+        let (evict, evicted) = AbortHandle::new_pair();
         self.lock().insert(
             id,
             Entry {
                 busy: busy.clone(),
-                evict: evict.clone(),
+                evict,
             },
         );
-        Open {
+        let open = Open {
             id,
             busy,
-            evict,
             table: self.clone(),
-        }
+        };
+        (open, evicted)
     }
 
     /// Closes the oldest connection serving no request; false if every one is busy.
@@ -233,7 +232,7 @@ impl Table {
             return false;
         };
         if let Some(entry) = open.remove(&id) {
-            entry.evict.cancel();
+            entry.evict.abort();
         }
         true
     }
@@ -253,31 +252,81 @@ impl Drop for Open {
 impl<S, B> hyper::service::Service<Request<Incoming>> for Tracked<S>
 where
     S: hyper::service::Service<Request<Incoming>, Response = Response<B>>,
-    S::Future: Send + 'static,
     S::Error: Into<BoxError>,
-    B: Body<Data = Bytes> + Send + 'static,
+    B: Body<Data = Bytes>,
     B::Error: Into<BoxError>,
 {
-    type Response = Response<http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>>;
+    type Response = Response<TrackedBody<B>>;
     type Error = BoxError;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+    type Future = TrackedFuture<S::Future>;
 
     fn call(&self, request: Request<Incoming>) -> Self::Future {
         self.busy.fetch_add(1, Ordering::AcqRel);
-        let in_progress = InProgress(self.busy.clone());
-        let response = self.inner.call(request);
-        Box::pin(async move {
-            let response = response.await.map_err(Into::into)?;
-            // The connection stays busy until the body is written (or dropped).
-            Ok(response.map(|body| {
-                body.map_frame(move |frame| {
-                    let _ = &in_progress;
-                    frame
-                })
-                .map_err(Into::into)
-                .boxed_unsync()
-            }))
-        })
+        TrackedFuture {
+            inner: self.inner.call(request),
+            in_progress: Some(InProgress(self.busy.clone())),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A request's answer; the connection stays busy until its body is written (or dropped).
+    /// Named types rather than a boxed future and a boxed body: two allocations per request.
+    struct TrackedFuture<F> {
+        #[pin]
+        inner: F,
+        in_progress: Option<InProgress>,
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A response body that keeps its connection busy while it lives.
+    struct TrackedBody<B> {
+        #[pin]
+        inner: B,
+        in_progress: Option<InProgress>,
+    }
+}
+
+impl<F, B, E> Future for TrackedFuture<F>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+    E: Into<BoxError>,
+{
+    type Output = Result<Response<TrackedBody<B>>, BoxError>;
+
+    fn poll(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        let this = self.project();
+        let response = std::task::ready!(this.inner.poll(cx)).map_err(Into::into)?;
+        let in_progress = this.in_progress.take();
+        std::task::Poll::Ready(Ok(response.map(|inner| TrackedBody { inner, in_progress })))
+    }
+}
+
+impl<B> Body for TrackedBody<B>
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, BoxError>>> {
+        self.project().inner.poll_frame(cx).map_err(Into::into)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
     }
 }
 
@@ -307,13 +356,15 @@ mod tests {
     #[test]
     fn the_oldest_idle_connection_is_the_one_evicted() {
         let table = Arc::new(Table::default());
-        let (a, b, c) = (table.open(), table.open(), table.open());
+        let ((a, a_evicted), (b, b_evicted), (c, c_evicted)) =
+            (table.open(), table.open(), table.open());
+        let evicted = |registration: &AbortRegistration| registration.handle().is_aborted();
         a.busy.fetch_add(1, Ordering::AcqRel);
         assert_eq!(table.len(), 3);
         assert!(table.evict_oldest_idle());
-        assert!(!a.evict.is_cancelled(), "a is serving a request");
-        assert!(b.evict.is_cancelled(), "b is the oldest idle one");
-        assert!(!c.evict.is_cancelled());
+        assert!(!evicted(&a_evicted), "a is serving a request");
+        assert!(evicted(&b_evicted), "b is the oldest idle one");
+        assert!(!evicted(&c_evicted));
         assert_eq!(table.len(), 2);
         c.busy.fetch_add(1, Ordering::AcqRel);
         assert!(!table.evict_oldest_idle(), "every remaining one is busy");

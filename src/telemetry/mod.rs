@@ -7,8 +7,12 @@
 //! (`stsgate_log_dropped_total`) rather than slowing requests.
 
 pub mod audit;
+pub mod context;
+mod line;
 pub mod metrics;
 mod plain;
+#[cfg(test)]
+mod testing;
 mod writer;
 
 use std::io::IsTerminal;
@@ -57,14 +61,20 @@ pub fn init_logging(config: &LogConfig) -> std::io::Result<LogGuard> {
     };
     let (writer, guard) = writer::spawn(std::io::stderr())?;
     let colours = std::io::stderr().is_terminal();
+    // A request's id and its other context come from `context`, not from a span (see there).
     let fmt = tracing_subscriber::fmt::layer()
         .with_writer(writer.clone())
-        .with_ansi(colours)
-        .with_timer(plain::Timestamp);
+        .with_ansi(colours);
     let fmt = match config.format {
-        LogFormat::Text if colours => fmt.boxed(),
-        LogFormat::Text => fmt.fmt_fields(plain::PlainFields).boxed(),
-        LogFormat::Json => fmt.json().flatten_event(true).boxed(),
+        LogFormat::Text if colours => fmt.event_format(line::Text).boxed(),
+        LogFormat::Text => fmt
+            .fmt_fields(plain::PlainFields)
+            .event_format(line::Text)
+            .boxed(),
+        LogFormat::Json => fmt
+            .fmt_fields(tracing_subscriber::fmt::format::JsonFields::new())
+            .event_format(line::Json)
+            .boxed(),
     };
     let installed = tracing_subscriber::registry()
         .with(targets)

@@ -1,6 +1,6 @@
 //! Text log lines without colours (stderr a file or a pipe, as under systemd or a container
 //! runtime), written with less work per line than `tracing-subscriber`'s defaults and to the same
-//! bytes: [`PlainFields`] formats fields as `DefaultFields` does, and [`Timestamp`] the time as
+//! bytes: [`PlainFields`] formats fields as `DefaultFields` does, and [`write_time`] the time as
 //! `fmt::time::SystemTime` does.
 //!
 //! The defaults style every field name through `nu_ansi_term` even with colours off and format
@@ -12,23 +12,18 @@
 //! the defaults'.
 
 use std::cell::Cell;
-use std::fmt;
+use std::fmt::{self, Write as _};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use tracing::field::{Field, Visit};
 use tracing_subscriber::field::{RecordFields, VisitOutput};
 use tracing_subscriber::fmt::FormatFields;
 use tracing_subscriber::fmt::format::{DefaultVisitor, Writer};
-use tracing_subscriber::fmt::time::FormatTime;
 
 /// Fields as `DefaultFields` writes them without colours: `name=value`, space-separated, the
 /// message first and bare.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct PlainFields;
-
-/// The time as `tracing-subscriber`'s `SystemTime` writes it (RFC 3339, microseconds, UTC).
-#[derive(Clone, Copy, Debug, Default)]
-pub struct Timestamp;
 
 struct Visitor<'a> {
     writer: Writer<'a>,
@@ -93,8 +88,59 @@ impl Visitor<'_> {
     }
 }
 
+impl Visitor<'_> {
+    /// Writes the message as the default does: bare, after a separating space, with terminal
+    /// control characters escaped when the writer sanitizes them.
+    fn message(&mut self, value: &dyn fmt::Debug) {
+        if self.result.is_err() {
+            return;
+        }
+        if self.is_empty {
+            self.is_empty = false;
+        } else {
+            self.result = self.writer.write_char(' ');
+        }
+        if self.result.is_ok() {
+            self.result = if self.writer.sanitizes_ansi_escapes() {
+                write!(Escaping(&mut self.writer), "{value:?}")
+            } else {
+                write!(self.writer, "{value:?}")
+            };
+        }
+    }
+}
+
+/// Escapes what `tracing-subscriber` escapes in a message (ESC, BEL, BS, FF, DEL and the C1
+/// controls), writing runs without any of them whole rather than a character at a time.
+struct Escaping<'a, 'w>(&'a mut Writer<'w>);
+
+impl fmt::Write for Escaping<'_, '_> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        // C1 controls (U+0080..U+009F) are encoded as 0xC2 0x80..0x9F.
+        if !s
+            .bytes()
+            .any(|b| matches!(b, 0x1b | 0x07 | 0x08 | 0x0c | 0x7f | 0xc2))
+        {
+            return self.0.write_str(s);
+        }
+        for c in s.chars() {
+            match c {
+                '\x1b' | '\x07' | '\x08' | '\x0c' | '\x7f' => {
+                    write!(self.0, "\\x{:02x}", c as u32)?;
+                }
+                '\u{80}'..='\u{9f}' => write!(self.0, "\\u{{{:x}}}", c as u32)?,
+                c => self.0.write_char(c)?,
+            }
+        }
+        Ok(())
+    }
+}
+
 impl Visit for Visitor<'_> {
     fn record_str(&mut self, field: &Field, value: &str) {
+        if field.name() == "message" {
+            return self.message(&format_args!("{value}"));
+        }
         // `Debug` for `str` leaves printable ASCII as it is, except `"` and `\`.
         let plain = value
             .bytes()
@@ -143,6 +189,9 @@ impl Visit for Visitor<'_> {
     }
 
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        if field.name() == "message" {
+            return self.message(value);
+        }
         if Self::special(field) {
             return self.delegate(field, |v| v.record_debug(field, value));
         }
@@ -152,21 +201,16 @@ impl Visit for Visitor<'_> {
     }
 }
 
-// === impl Timestamp ===
+// === the time ===
 
 thread_local! {
     /// The second last formatted on this thread and its text up to the fraction's dot.
     static SECOND: Cell<(u64, [u8; 20])> = const { Cell::new((u64::MAX, [0; 20])) };
 }
 
-impl FormatTime for Timestamp {
-    fn format_time(&self, w: &mut Writer<'_>) -> fmt::Result {
-        write_time(SystemTime::now(), w)
-    }
-}
-
-/// Writes `at` as `2026-12-06T13:34:32.671453Z`.
-fn write_time(at: SystemTime, w: &mut impl fmt::Write) -> fmt::Result {
+/// Writes `at` as `2026-12-06T13:34:32.671453Z`, as `tracing-subscriber`'s `SystemTime` timer
+/// does (RFC 3339, microseconds, UTC).
+pub fn write_time(at: SystemTime, w: &mut impl fmt::Write) -> fmt::Result {
     let since = at.duration_since(UNIX_EPOCH).unwrap_or_default();
     let (second, mut head) = SECOND.get();
     if second != since.as_secs() {
@@ -191,36 +235,13 @@ fn write_time(at: SystemTime, w: &mut impl fmt::Write) -> fmt::Result {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::{Arc, Mutex};
     use std::time::Duration;
 
-    use tracing_subscriber::fmt::MakeWriter;
     use tracing_subscriber::fmt::format::DefaultFields;
     use tracing_subscriber::layer::SubscriberExt;
 
     use super::*;
-
-    #[derive(Clone, Default)]
-    struct Captured(Arc<Mutex<Vec<u8>>>);
-
-    impl std::io::Write for Captured {
-        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(bytes);
-            Ok(bytes.len())
-        }
-
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-
-    impl<'a> MakeWriter<'a> for Captured {
-        type Writer = Self;
-
-        fn make_writer(&'a self) -> Self {
-            self.clone()
-        }
-    }
+    use crate::telemetry::testing::Captured;
 
     /// Runs `log` under a text subscriber without colours, time or target, with `fields`.
     fn lines<F>(fields: F, log: impl Fn()) -> String
@@ -236,7 +257,7 @@ mod tests {
                 .fmt_fields(fields),
         );
         tracing::subscriber::with_default(subscriber, log);
-        String::from_utf8(out.0.lock().unwrap().clone()).unwrap()
+        out.text()
     }
 
     #[derive(Debug)]
@@ -260,6 +281,7 @@ mod tests {
             "tab\tnew\nline",
             "é ü 中文",
             "\u{1b}[31mred",
+            "bell\u{7} bs\u{8} ff\u{c} del\u{7f} c1\u{85}\u{9b}[0m \u{a0}\u{100}",
             "~!@#$%^&*()_+`-=[]{}|;':,./<>?",
         ];
         for (i, text) in texts.iter().enumerate() {
