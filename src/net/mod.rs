@@ -4,8 +4,11 @@
 //! its connection, and a file descriptor, for ever: 300 of them under a 256-descriptor limit made
 //! every listener of the process unreachable. Here each listener has
 //! - a **header timeout**: a connection must deliver each request's headers within it, counted
-//!   from the connection's start or the end of the previous response (hyper's
-//!   `header_read_timeout` also covers idle keep-alive), else it is closed;
+//!   from the connection's start or the end of the previous response (so idle keep-alive counts
+//!   too), else it is closed. A sweeper closes connections that serve no request and have been
+//!   idle that long, checking ten times per timeout (at most once a second): hyper's
+//!   `header_read_timeout` does the same with a timer armed and cleared for every request, a
+//!   fiftieth of what a cache hit cost;
 //! - a **connection cap**: at the cap, the oldest connection that is not serving a request (slow
 //!   headers, idle keep-alive) is closed to make room for the new one, so a flood of slow clients
 //!   cannot keep a polite client out; only when every connection is busy does the listener wait;
@@ -28,10 +31,11 @@ use futures_util::future::{AbortHandle, AbortRegistration, Abortable};
 use hyper::body::{Body, Incoming};
 use hyper::server::conn::http1;
 use hyper::{Request, Response};
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 /// Descriptors kept back for everything that is not a listener's connection: data and keyring
@@ -71,6 +75,12 @@ pub async fn serve<S, B>(
 {
     let table = Arc::new(Table::default());
     let graceful = GracefulShutdown::new();
+    tokio::spawn(sweep(
+        table.clone(),
+        limits.header_timeout,
+        shutdown.clone(),
+        name,
+    ));
     'accept: loop {
         while table.len() >= limits.max_connections {
             if table.evict_oldest_idle() {
@@ -99,12 +109,9 @@ pub async fn serve<S, B>(
         let (open, evicted) = table.open();
         let service = Tracked {
             inner: service.clone(),
-            busy: open.busy.clone(),
+            state: open.state.clone(),
         };
-        let connection = http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(limits.header_timeout)
-            .serve_connection(TokioIo::new(stream), service);
+        let connection = http1::Builder::new().serve_connection(TokioIo::new(stream), service);
         // Evicting aborts the connection's future, and dropping it closes the connection: it was
         // serving no request. (`Abortable` checks a flag per poll; a `CancellationToken` raced in
         // a `select!` took a lock on every wake-up of every connection.)
@@ -159,23 +166,33 @@ pub fn raise_fd_limit() -> Option<u64> {
 }
 
 /// The open connections of one listener, oldest first.
-#[derive(Default)]
 struct Table {
     open: Mutex<BTreeMap<u64, Entry>>,
     next: AtomicU64,
     freed: Notify,
+    /// What connections' idle times count from.
+    epoch: Instant,
 }
 
 /// One open connection as the table sees it.
 struct Entry {
-    busy: Arc<AtomicUsize>,
+    state: Arc<State>,
     evict: AbortHandle,
+}
+
+/// Whether a connection is serving a request, and since when it has not been.
+struct State {
+    /// Requests in progress (body included).
+    busy: AtomicUsize,
+    /// When the last request ended, or the connection opened: milliseconds since `epoch`.
+    idle_since: AtomicU64,
+    epoch: Instant,
 }
 
 /// A connection's place in the table, given back when dropped.
 struct Open {
     id: u64,
-    busy: Arc<AtomicUsize>,
+    state: Arc<State>,
     table: Arc<Table>,
 }
 
@@ -184,13 +201,24 @@ struct Open {
 #[derive(Clone)]
 struct Tracked<S> {
     inner: S,
-    busy: Arc<AtomicUsize>,
+    state: Arc<State>,
 }
 
 /// Marks one request in progress until dropped.
-struct InProgress(Arc<AtomicUsize>);
+struct InProgress(Arc<State>);
 
 // === impl Table ===
+
+impl Default for Table {
+    fn default() -> Self {
+        Self {
+            open: Mutex::default(),
+            next: AtomicU64::new(0),
+            freed: Notify::new(),
+            epoch: Instant::now(),
+        }
+    }
+}
 
 impl Table {
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, Entry>> {
@@ -204,21 +232,41 @@ impl Table {
     /// A new connection's place, and what aborts it when it is evicted.
     fn open(self: &Arc<Self>) -> (Open, AbortRegistration) {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
-        let busy = Arc::new(AtomicUsize::new(0));
+        let state = Arc::new(State {
+            busy: AtomicUsize::new(0),
+            idle_since: AtomicU64::new(0),
+            epoch: self.epoch,
+        });
+        state.mark_idle();
         let (evict, evicted) = AbortHandle::new_pair();
         self.lock().insert(
             id,
             Entry {
-                busy: busy.clone(),
+                state: state.clone(),
                 evict,
             },
         );
         let open = Open {
             id,
-            busy,
+            state,
             table: self.clone(),
         };
         (open, evicted)
+    }
+
+    /// Closes every connection serving no request and idle for `timeout`; how many.
+    fn close_idle(&self, timeout: Duration) -> usize {
+        let now = millis_since(self.epoch);
+        let mut closed = 0;
+        self.lock().retain(|_, entry| {
+            let keep = !entry.state.idle_for(timeout, now);
+            if !keep {
+                entry.evict.abort();
+                closed += 1;
+            }
+            keep
+        });
+        closed
     }
 
     /// Closes the oldest connection serving no request; false if every one is busy.
@@ -226,7 +274,7 @@ impl Table {
         let mut open = self.lock();
         let Some(id) = open
             .iter()
-            .find(|(_, e)| e.busy.load(Ordering::Acquire) == 0)
+            .find(|(_, e)| e.state.busy.load(Ordering::Acquire) == 0)
             .map(|(id, _)| *id)
         else {
             return false;
@@ -261,10 +309,10 @@ where
     type Future = TrackedFuture<S::Future>;
 
     fn call(&self, request: Request<Incoming>) -> Self::Future {
-        self.busy.fetch_add(1, Ordering::AcqRel);
+        self.state.busy.fetch_add(1, Ordering::AcqRel);
         TrackedFuture {
             inner: self.inner.call(request),
-            in_progress: Some(InProgress(self.busy.clone())),
+            in_progress: Some(InProgress(self.state.clone())),
         }
     }
 }
@@ -334,7 +382,52 @@ where
 
 impl Drop for InProgress {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
+        // Idle from now: marked before the count drops, so that the sweeper never sees a
+        // connection free with the time its previous request began.
+        self.0.mark_idle();
+        self.0.busy.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+// === impl State ===
+
+impl State {
+    fn mark_idle(&self) {
+        self.idle_since
+            .store(millis_since(self.epoch), Ordering::Release);
+    }
+
+    /// Whether it serves no request and has been idle for `timeout` or more.
+    fn idle_for(&self, timeout: Duration, now: u64) -> bool {
+        self.busy.load(Ordering::Acquire) == 0
+            && now.saturating_sub(self.idle_since.load(Ordering::Acquire))
+                >= u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX)
+    }
+}
+
+fn millis_since(epoch: Instant) -> u64 {
+    u64::try_from(epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Closes the connections of `table` idle for `timeout`, checking ten times per timeout (at
+/// most once a second, at least every 50 ms), until `shutdown`.
+async fn sweep(table: Arc<Table>, timeout: Duration, shutdown: CancellationToken, name: &str) {
+    let every = (timeout / 10).clamp(Duration::from_millis(50), Duration::from_secs(1));
+    let mut ticks = tokio::time::interval(every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = ticks.tick() => {}
+        }
+        let closed = table.close_idle(timeout);
+        if closed > 0 {
+            tracing::debug!(
+                listener = name,
+                closed,
+                "closed connections idle past the header timeout"
+            );
+        }
     }
 }
 
@@ -353,20 +446,52 @@ mod tests {
         assert_eq!(budget(&[1024, 8], Some(70)), vec![16, 8]);
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn connections_idle_past_the_timeout_are_closed_and_busy_ones_kept() {
+        const TIMEOUT: Duration = Duration::from_secs(5);
+        let table = Arc::new(Table::default());
+        let (idle, idle_evicted) = table.open();
+        let (busy, busy_evicted) = table.open();
+        busy.state.busy.fetch_add(1, Ordering::AcqRel);
+        let request = InProgress(busy.state.clone());
+        tokio::time::advance(Duration::from_secs(4)).await;
+        assert_eq!(table.close_idle(TIMEOUT), 0, "not idle long enough");
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert_eq!(table.close_idle(TIMEOUT), 1);
+        assert!(idle_evicted.handle().is_aborted());
+        assert!(
+            !busy_evicted.handle().is_aborted(),
+            "a connection serving a request stays, however long it takes"
+        );
+        tokio::time::advance(Duration::from_secs(60)).await;
+        drop(request);
+        tokio::time::advance(Duration::from_secs(4)).await;
+        assert_eq!(
+            table.close_idle(TIMEOUT),
+            0,
+            "idle counts from the end of its last request"
+        );
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert_eq!(table.close_idle(TIMEOUT), 1);
+        assert!(busy_evicted.handle().is_aborted());
+        drop((idle, busy));
+        assert_eq!(table.len(), 0);
+    }
+
     #[test]
     fn the_oldest_idle_connection_is_the_one_evicted() {
         let table = Arc::new(Table::default());
         let ((a, a_evicted), (b, b_evicted), (c, c_evicted)) =
             (table.open(), table.open(), table.open());
         let evicted = |registration: &AbortRegistration| registration.handle().is_aborted();
-        a.busy.fetch_add(1, Ordering::AcqRel);
+        a.state.busy.fetch_add(1, Ordering::AcqRel);
         assert_eq!(table.len(), 3);
         assert!(table.evict_oldest_idle());
         assert!(!evicted(&a_evicted), "a is serving a request");
         assert!(evicted(&b_evicted), "b is the oldest idle one");
         assert!(!evicted(&c_evicted));
         assert_eq!(table.len(), 2);
-        c.busy.fetch_add(1, Ordering::AcqRel);
+        c.state.busy.fetch_add(1, Ordering::AcqRel);
         assert!(!table.evict_oldest_idle(), "every remaining one is busy");
         drop(b);
         assert_eq!(
