@@ -43,8 +43,8 @@ const AUTH_HEADER_NAME: axum::http::HeaderName = axum::http::HeaderName::from_st
 const REQUEST_ID_NAME: axum::http::HeaderName = axum::http::HeaderName::from_static(REQUEST_ID);
 
 /// The router. Every request passes the edge layer (`edge.rs`) first: the token is marked sensitive
-/// before anything could log headers, and the request runs in a span carrying its request id, so
-/// each log line of a request can be found from the id a client or proxy reports.
+/// before anything could log headers, and the request runs in a log context carrying its request
+/// id, so each log line of a request can be found from the id a client or proxy reports.
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route(
