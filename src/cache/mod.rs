@@ -52,18 +52,17 @@ struct Inner {
     duration: Duration,
     timeout: Duration,
     failure_backoff: Duration,
-    slots: Mutex<HashMap<Scope, Arc<Slot>>>,
+    /// Every scope's slot, under one lock: a cache hit takes it once (a map of locked slots took
+    /// two locks and a shared reference count per hit, all written by every core), and nothing
+    /// holds it across an await.
+    slots: Mutex<HashMap<Scope, Slot>>,
 }
 
 type Outcome = Option<Result<Entry, Error>>;
 
+/// One scope's credential, the upstream call in flight for it, and its last failure.
 #[derive(Default)]
 struct Slot {
-    state: Mutex<SlotState>,
-}
-
-#[derive(Default)]
-struct SlotState {
     current: Option<Entry>,
     flight: Option<watch::Receiver<Outcome>>,
     failure: Option<(Instant, Error)>,
@@ -91,9 +90,12 @@ impl Cache {
 
     /// A usable credential for `scope`, from the cache or from one shared upstream call.
     pub async fn get(&self, scope: &Scope) -> Result<Lease, Error> {
-        let slot = self.slot(scope);
         let mut flight = {
-            let mut state = lock(&slot.state);
+            let mut slots = lock(&self.inner.slots);
+            let state = match slots.get_mut(scope) {
+                Some(state) => state,
+                None => slots.entry(scope.clone()).or_default(),
+            };
             let now = Instant::now();
             if let Some(entry) = &state.current {
                 match entry.freshness(now, &self.inner.policy) {
@@ -101,7 +103,7 @@ impl Cache {
                     Freshness::Stale => {
                         let lease = self.lease(entry, now, true, "stale");
                         if state.flight.is_none() && !state.backing_off(now) {
-                            state.flight = Some(self.start(scope, &slot));
+                            state.flight = Some(self.start(scope));
                             metrics::counter!("stsgate_cache_refreshes_total").increment(1);
                         }
                         return Ok(lease);
@@ -122,7 +124,7 @@ impl Cache {
                         return Err(error.clone());
                     }
                     crate::telemetry::metrics::cache_request("miss");
-                    let flight = self.start(scope, &slot);
+                    let flight = self.start(scope);
                     state.flight = Some(flight.clone());
                     flight
                 }
@@ -148,16 +150,6 @@ impl Cache {
         lock(&self.inner.slots).len()
     }
 
-    fn slot(&self, scope: &Scope) -> Arc<Slot> {
-        let mut slots = lock(&self.inner.slots);
-        if let Some(slot) = slots.get(scope) {
-            return slot.clone();
-        }
-        let slot = Arc::new(Slot::default());
-        slots.insert(scope.clone(), slot.clone());
-        slot
-    }
-
     fn lease(&self, entry: &Entry, now: Instant, hit: bool, outcome: &'static str) -> Lease {
         crate::telemetry::metrics::cache_request(outcome);
         Lease {
@@ -169,13 +161,13 @@ impl Cache {
     }
 
     /// Starts the one upstream call for `scope` in its own task.
-    fn start(&self, scope: &Scope, slot: &Arc<Slot>) -> watch::Receiver<Outcome> {
+    fn start(&self, scope: &Scope) -> watch::Receiver<Outcome> {
         let (tx, rx) = watch::channel(None);
-        let (inner, scope, slot) = (self.inner.clone(), scope.clone(), slot.clone());
+        let (inner, scope) = (self.inner.clone(), scope.clone());
         tokio::spawn(async move {
-            let result = inner.issue(scope).await;
-            {
-                let mut state = lock(&slot.state);
+            let result = inner.issue(scope.clone()).await;
+            // Slots are never removed, so the one this call was started for is there.
+            if let Some(state) = lock(&inner.slots).get_mut(&scope) {
                 match &result {
                     Ok(entry) => {
                         state.current = Some(entry.clone());
@@ -232,9 +224,9 @@ impl Inner {
     }
 }
 
-// === impl SlotState ===
+// === impl Slot ===
 
-impl SlotState {
+impl Slot {
     fn backing_off(&self, now: Instant) -> bool {
         self.failure.as_ref().is_some_and(|(until, _)| now < *until)
     }
