@@ -367,3 +367,89 @@ async fn no_secret_reaches_the_log_at_trace_level() {
         );
     }
 }
+
+/// Log collectors parse JSON lines: each line the binary writes with `--log-format json` is one
+/// JSON object, a request's context sits in `span` and `spans` as a span's would (with a proxy's
+/// request id escaped, quotes and all), and no credential or token reaches them.
+#[tokio::test]
+async fn json_logs_are_one_object_per_line_with_each_requests_context() {
+    let dir = tempfile::tempdir().expect("dir");
+    let data = dir.path().join("data");
+    let log = dir.path().join("stderr.log");
+    let token = token(&data, "default");
+    let served = Served::spawn(
+        &data,
+        &log,
+        &[("STSGATE_LOG__FORMAT", "json"), ("RUST_LOG", "info")],
+    );
+    let response = reqwest::Client::new()
+        .post(format!(
+            "http://{}/storage/api/v1/workspaces/default/sts",
+            served.http
+        ))
+        .header("x-auth-token", &token)
+        .header("x-request-id", r#"probe "7" {}"#)
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(response.status(), 200);
+    let body: serde_json::Value = response.json().await.expect("json");
+    let secret = body["data"]["credentials"]["access_key_secret"]
+        .as_str()
+        .expect("secret")
+        .to_owned();
+    let session = body["data"]["credentials"]["security_token"]
+        .as_str()
+        .expect("session token")
+        .to_owned();
+    let mut dock = common::Dock::connect(&served.mqtt, "JSONDOCK1").await;
+    let reply = dock.request(&common::storage_config_get("json", "1")).await;
+    assert_eq!(reply["data"]["result"], 0, "{reply}");
+    // The writer thread writes a batch at most 10 ms after its first line.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let logs = std::fs::read_to_string(&log).expect("log");
+    let lines: Vec<serde_json::Value> = logs
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
+        .collect();
+    for line in &lines {
+        for key in ["timestamp", "level", "target"] {
+            assert!(line.get(key).is_some(), "no {key}: {line}");
+        }
+    }
+    let handed_out = |front: &str| {
+        lines
+            .iter()
+            .find(|l| l["message"] == "credentials handed out" && l["front"] == front)
+            .unwrap_or_else(|| panic!("no {front} line in {logs}"))
+    };
+    let http = handed_out("http");
+    assert_eq!(
+        http["span"],
+        serde_json::json!({
+            "method": "POST",
+            "path": "/storage/api/v1/workspaces/default/sts",
+            "request_id": r#"probe "7" {}"#,
+            "name": "http",
+        }),
+        "{http}"
+    );
+    assert_eq!(http["spans"], serde_json::json!([http["span"]]));
+    let mqtt = handed_out("mqtt");
+    assert_eq!(
+        mqtt["span"],
+        serde_json::json!({"sn": "JSONDOCK1", "tid": "json", "name": "mqtt"}),
+        "{mqtt}"
+    );
+    for (what, value) in [
+        ("secret key", &secret),
+        ("session token", &session),
+        ("x-auth-token", &token),
+    ] {
+        assert!(
+            !logs.contains(value.as_str()),
+            "the {what} leaked into the logs"
+        );
+    }
+}
