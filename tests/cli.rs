@@ -19,6 +19,18 @@ fn serve(data: &Path, log: &Path) -> Served {
     Served::spawn(data, log, &[])
 }
 
+/// The secret key and session token of a Pilot 2 answer: what must never reach a log.
+fn secrets(body: &serde_json::Value) -> (String, String) {
+    let credentials = &body["data"]["credentials"];
+    let text = |key: &str| {
+        credentials[key]
+            .as_str()
+            .unwrap_or_else(|| panic!("no {key} in {body}"))
+            .to_owned()
+    };
+    (text("access_key_secret"), text("security_token"))
+}
+
 #[tokio::test]
 async fn token_generates_the_secret_once_and_signs_with_it() {
     let dir = tempfile::tempdir().expect("dir");
@@ -58,14 +70,7 @@ async fn serve_runs_the_embedded_default_and_stops_on_sigterm() {
     let mut served = serve(&data, &log);
     let (status, body) = served.sts("default", &token).await;
     assert_eq!(status, 200, "{body}");
-    let secret = body["data"]["credentials"]["access_key_secret"]
-        .as_str()
-        .expect("secret")
-        .to_owned();
-    let session = body["data"]["credentials"]["security_token"]
-        .as_str()
-        .expect("token")
-        .to_owned();
+    let (secret, session) = secrets(&body);
     let mut dock = common::Dock::connect(&served.mqtt, "CLI0001").await;
     let reply = dock.request(&common::storage_config_get("cli", "1")).await;
     assert_eq!(
@@ -394,14 +399,7 @@ async fn json_logs_are_one_object_per_line_with_each_requests_context() {
         .expect("answers");
     assert_eq!(response.status(), 200);
     let body: serde_json::Value = response.json().await.expect("json");
-    let secret = body["data"]["credentials"]["access_key_secret"]
-        .as_str()
-        .expect("secret")
-        .to_owned();
-    let session = body["data"]["credentials"]["security_token"]
-        .as_str()
-        .expect("session token")
-        .to_owned();
+    let (secret, session) = secrets(&body);
     let mut dock = common::Dock::connect(&served.mqtt, "JSONDOCK1").await;
     let reply = dock.request(&common::storage_config_get("json", "1")).await;
     assert_eq!(reply["data"]["result"], 0, "{reply}");
