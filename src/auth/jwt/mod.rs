@@ -161,7 +161,9 @@ impl Verifier {
         if let Some(claims) = self.recently_verified(token)? {
             return Ok(claims);
         }
-        let claims = Arc::new(self.verify_now(token).await?);
+        // Boxed: checking a signature may fetch a key set, a future of some 1.8 KB that every
+        // request's future would carry (and move) even when the token is remembered.
+        let claims = Arc::new(Box::pin(self.verify_now(token)).await?);
         self.verified
             .insert(token.into(), (claims.clone(), tokio::time::Instant::now()));
         Ok(claims)
