@@ -45,8 +45,12 @@ const REQUEST_ID_NAME: axum::http::HeaderName = axum::http::HeaderName::from_sta
 /// The router. Every request passes the edge layer (`edge.rs`) first: the token is marked sensitive
 /// before anything could log headers, and the request runs in a log context carrying its request
 /// id, so each log line of a request can be found from the id a client or proxy reports.
-pub fn router(state: AppState) -> Router {
-    Router::new()
+///
+/// The edge wraps the whole router rather than being added with `Router::layer`, which wraps each
+/// route on its own: a second boxed route per request, its future allocated and the request
+/// moved through two more service layers.
+pub fn router(state: AppState) -> edge::Edge<Router> {
+    let router = Router::new()
         .route(
             "/storage/api/v1/workspaces/{workspace_id}/sts",
             post(handlers::sts),
@@ -56,6 +60,6 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(health::metrics))
         .fallback(handlers::not_found)
         .method_not_allowed_fallback(handlers::method_not_allowed)
-        .layer(edge::EdgeLayer)
-        .with_state(Arc::new(state))
+        .with_state(Arc::new(state));
+    tower::Layer::layer(&edge::EdgeLayer, router)
 }
