@@ -7,7 +7,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use governor::clock::{Clock, DefaultClock};
-use governor::{DefaultKeyedRateLimiter, Quota};
+use governor::middleware::NoOpMiddleware;
+use governor::state::keyed::DashMapStateStore;
+use governor::{Quota, RateLimiter};
 use tokio::time::Instant;
 
 use crate::config::LimitsConfig;
@@ -24,13 +26,22 @@ const TIDY_EVERY: Duration = Duration::from_secs(10);
 /// hash is SipHash with a key drawn at start, so nobody can make two senders share a bucket on
 /// purpose, and the chance that any two of a million senders share one is below 1 in 30 million.
 pub struct Limits {
-    devices: Option<DefaultKeyedRateLimiter<u64>>,
-    subjects: Option<DefaultKeyedRateLimiter<u64>>,
+    devices: Option<Limiter>,
+    subjects: Option<Limiter>,
     hasher: std::hash::RandomState,
     started: Instant,
     /// When the next tidy is due, in milliseconds since `started`.
     next_tidy: AtomicU64,
 }
+
+/// A keyed limiter whose keys are already keyed hashes: its map takes them as they are rather
+/// than hashing them again (a second SipHash of every key, per request).
+type Limiter = RateLimiter<
+    u64,
+    DashMapStateStore<u64, nohash_hasher::BuildNoHashHasher<u64>>,
+    DefaultClock,
+    NoOpMiddleware<<DefaultClock as Clock>::Instant>,
+>;
 
 /// Whose bucket a request counts against.
 #[derive(Clone, Copy, Debug)]
@@ -55,8 +66,10 @@ impl Limits {
         let limiter = |per_minute: u32, burst: u32| {
             let rate = NonZeroU32::new(per_minute)?;
             let burst = NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN);
-            Some(DefaultKeyedRateLimiter::keyed(
+            Some(Limiter::dashmap_with_clock_and_hasher(
                 Quota::per_minute(rate).allow_burst(burst),
+                DefaultClock::default(),
+                nohash_hasher::BuildNoHashHasher::default(),
             ))
         };
         Self {
@@ -113,7 +126,7 @@ impl Limits {
     }
 
     /// Forgets idle keys every [`TIDY_EVERY`]; one caller does it, the others go on.
-    fn tidy_when_due(&self, limiter: &DefaultKeyedRateLimiter<u64>) {
+    fn tidy_when_due(&self, limiter: &Limiter) {
         let now = self.started.elapsed().as_millis() as u64;
         let due = self.next_tidy.load(Ordering::Relaxed);
         if now >= due
