@@ -8,6 +8,7 @@
 //! target, fields; in JSON `timestamp`, `level`, the event's fields, `target`, `span` (the
 //! innermost) and `spans` (from the root).
 
+use std::cell::RefCell;
 use std::fmt;
 use std::time::SystemTime;
 
@@ -46,74 +47,129 @@ where
         mut w: Writer<'_>,
         event: &Event<'_>,
     ) -> fmt::Result {
-        let meta = event.metadata();
-        let ansi = w.has_ansi_escapes();
-        let paint = |w: &mut Writer<'_>, style: &str, text: &str| {
-            if ansi {
-                w.write_str(style)?;
-                w.write_str(text)?;
-                w.write_str(RESET)
-            } else {
-                w.write_str(text)
-            }
-        };
-        if ansi {
-            w.write_str(DIMMED)?;
+        if w.has_ansi_escapes() || !w.sanitizes_ansi_escapes() {
+            return write_line(ctx, &mut w, true, event, |w| {
+                ctx.format_fields(w.by_ref(), event)
+            });
         }
-        plain::write_time(SystemTime::now(), &mut w)?;
-        if ansi {
-            w.write_str(RESET)?;
+        // Without colours (stderr a file or a pipe: production), the line is assembled in a
+        // `String` of this thread's and handed over whole, rather than in some thirty pieces
+        // through `Writer`'s `dyn fmt::Write`; the fields as `PlainFields` writes them, which
+        // are the default's bytes without colours whatever `N` is.
+        thread_local! {
+            static LINE: RefCell<String> = const { RefCell::new(String::new()) };
         }
-        w.write_char(' ')?;
-        let (colour, level) = level(meta.level());
-        paint(&mut w, colour, level)?;
-        w.write_char(' ')?;
-
-        let mut seen = context::with_current(|context| -> Result<bool, fmt::Error> {
-            let Some(context) = context else {
-                return Ok(false);
+        LINE.with(|line| {
+            let mut own;
+            let mut borrowed;
+            // Taken already only if formatting a line logs (it does not); then a line of its own.
+            let line: &mut String = match line.try_borrow_mut() {
+                Ok(line) => {
+                    borrowed = line;
+                    &mut borrowed
+                }
+                Err(_) => {
+                    own = String::new();
+                    &mut own
+                }
             };
-            paint(&mut w, BOLD, context.name())?;
-            paint(&mut w, BOLD, "{")?;
-            for (i, (name, value)) in context.fields().enumerate() {
-                if i > 0 {
-                    w.write_char(' ')?;
-                }
-                paint(&mut w, ITALIC, name)?;
-                paint(&mut w, DIMMED, "=")?;
-                match value {
-                    Value::Shown(text) => w.write_str(text)?,
-                    Value::Quoted(text) => write!(w, "{text:?}")?,
-                }
+            line.clear();
+            write_line(ctx, line, false, event, |line| {
+                plain::write_fields(line, event)
+            })?;
+            let written = w.write_str(line);
+            // A rare long line leaves no large buffer behind.
+            if line.capacity() > LINE_KEPT {
+                *line = String::new();
             }
-            paint(&mut w, BOLD, "}")?;
-            paint(&mut w, DIMMED, ":")?;
-            Ok(true)
-        })?;
-        if let Some(scope) = ctx.event_scope() {
-            for span in scope.from_root() {
-                paint(&mut w, BOLD, span.metadata().name())?;
-                seen = true;
-                let extensions = span.extensions();
-                if let Some(fields) = extensions.get::<FormattedFields<N>>()
-                    && !fields.is_empty()
-                {
-                    paint(&mut w, BOLD, "{")?;
-                    w.write_str(fields)?;
-                    paint(&mut w, BOLD, "}")?;
-                }
-                paint(&mut w, DIMMED, ":")?;
-            }
-        }
-        if seen {
-            w.write_char(' ')?;
-        }
-        paint(&mut w, DIMMED, meta.target())?;
-        paint(&mut w, DIMMED, ":")?;
-        w.write_char(' ')?;
-        ctx.format_fields(w.by_ref(), event)?;
-        writeln!(w)
+            written
+        })
     }
+}
+
+/// The longest line whose buffer a thread keeps for the next.
+const LINE_KEPT: usize = 16 << 10;
+
+/// Writes a text line to `w`, coloured if `ansi`: time, level, the context and spans, target,
+/// then the event's fields by `fields`.
+fn write_line<S, N, W>(
+    ctx: &FmtContext<'_, S, N>,
+    w: &mut W,
+    ansi: bool,
+    event: &Event<'_>,
+    fields: impl FnOnce(&mut W) -> fmt::Result,
+) -> fmt::Result
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+    W: fmt::Write,
+{
+    let meta = event.metadata();
+    let paint = |w: &mut W, style: &str, text: &str| {
+        if ansi {
+            w.write_str(style)?;
+            w.write_str(text)?;
+            w.write_str(RESET)
+        } else {
+            w.write_str(text)
+        }
+    };
+    if ansi {
+        w.write_str(DIMMED)?;
+    }
+    plain::write_time(SystemTime::now(), w)?;
+    if ansi {
+        w.write_str(RESET)?;
+    }
+    w.write_char(' ')?;
+    let (colour, level) = level(meta.level());
+    paint(w, colour, level)?;
+    w.write_char(' ')?;
+
+    let mut seen = context::with_current(|context| -> Result<bool, fmt::Error> {
+        let Some(context) = context else {
+            return Ok(false);
+        };
+        paint(w, BOLD, context.name())?;
+        paint(w, BOLD, "{")?;
+        for (i, (name, value)) in context.fields().enumerate() {
+            if i > 0 {
+                w.write_char(' ')?;
+            }
+            paint(w, ITALIC, name)?;
+            paint(w, DIMMED, "=")?;
+            match value {
+                Value::Shown(text) => w.write_str(text)?,
+                Value::Quoted(text) => write!(w, "{text:?}")?,
+            }
+        }
+        paint(w, BOLD, "}")?;
+        paint(w, DIMMED, ":")?;
+        Ok(true)
+    })?;
+    if let Some(scope) = ctx.event_scope() {
+        for span in scope.from_root() {
+            paint(w, BOLD, span.metadata().name())?;
+            seen = true;
+            let extensions = span.extensions();
+            if let Some(fields) = extensions.get::<FormattedFields<N>>()
+                && !fields.is_empty()
+            {
+                paint(w, BOLD, "{")?;
+                w.write_str(fields)?;
+                paint(w, BOLD, "}")?;
+            }
+            paint(w, DIMMED, ":")?;
+        }
+    }
+    if seen {
+        w.write_char(' ')?;
+    }
+    paint(w, DIMMED, meta.target())?;
+    paint(w, DIMMED, ":")?;
+    w.write_char(' ')?;
+    fields(w)?;
+    w.write_char('\n')
 }
 
 /// The level as the default writes it (five columns) and its colour.

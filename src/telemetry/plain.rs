@@ -25,29 +25,65 @@ use tracing_subscriber::fmt::format::{DefaultVisitor, Writer};
 #[derive(Clone, Copy, Debug, Default)]
 pub struct PlainFields;
 
-struct Visitor<'a> {
-    writer: Writer<'a>,
+struct Visitor<W> {
+    writer: W,
     is_empty: bool,
     result: fmt::Result,
+}
+
+/// Where a [`Visitor`] writes: `tracing-subscriber`'s [`Writer`] (as a field formatter, for
+/// spans and in any layer), or a `String` of ours (`line::Text` assembles a whole line before it
+/// hands it over; written through `Writer`, each piece is a call through a `dyn fmt::Write`).
+pub trait Out: fmt::Write {
+    /// A `tracing-subscriber` writer onto the same output, for the default visitor.
+    fn tracing(&mut self) -> Writer<'_>;
+    /// Whether terminal escapes in a message are escaped.
+    fn sanitizes(&self) -> bool;
+}
+
+impl Out for Writer<'_> {
+    fn tracing(&mut self) -> Writer<'_> {
+        self.by_ref()
+    }
+
+    fn sanitizes(&self) -> bool {
+        self.sanitizes_ansi_escapes()
+    }
+}
+
+/// A line without colours, its escapes sanitized (what the fmt layer's writer does by default).
+impl Out for &mut String {
+    fn tracing(&mut self) -> Writer<'_> {
+        Writer::new(&mut **self)
+    }
+
+    fn sanitizes(&self) -> bool {
+        true
+    }
+}
+
+/// Writes `fields` to `out` as [`PlainFields`] does.
+pub fn write_fields(out: impl Out, fields: impl RecordFields) -> fmt::Result {
+    let mut visitor = Visitor {
+        writer: out,
+        is_empty: true,
+        result: Ok(()),
+    };
+    fields.record(&mut visitor);
+    visitor.result
 }
 
 // === impl PlainFields ===
 
 impl<'writer> FormatFields<'writer> for PlainFields {
     fn format_fields<R: RecordFields>(&self, writer: Writer<'writer>, fields: R) -> fmt::Result {
-        let mut visitor = Visitor {
-            writer,
-            is_empty: true,
-            result: Ok(()),
-        };
-        fields.record(&mut visitor);
-        visitor.result
+        write_fields(writer, fields)
     }
 }
 
 // === impl Visitor ===
 
-impl Visitor<'_> {
+impl<W: Out> Visitor<W> {
     /// Writes `name=` after a separating space, as the default does for a field other than the
     /// message; false if an earlier write failed.
     fn name(&mut self, field: &Field) -> bool {
@@ -85,7 +121,7 @@ impl Visitor<'_> {
             self.result = self.writer.write_char(' ');
         }
         if self.result.is_ok() {
-            self.result = if self.writer.sanitizes_ansi_escapes() {
+            self.result = if self.writer.sanitizes() {
                 write!(Escaping(&mut self.writer), "{value:?}")
             } else {
                 write!(self.writer, "{value:?}")
@@ -98,7 +134,7 @@ impl Visitor<'_> {
         if self.result.is_err() {
             return;
         }
-        let mut default = DefaultVisitor::new(self.writer.by_ref(), self.is_empty);
+        let mut default = DefaultVisitor::new(self.writer.tracing(), self.is_empty);
         record(&mut default);
         self.result = default.finish();
         // The default skips `log.` fields without writing anything.
@@ -110,9 +146,9 @@ impl Visitor<'_> {
 
 /// Escapes what `tracing-subscriber` escapes in a message (ESC, BEL, BS, FF, DEL and the C1
 /// controls), writing runs without any of them whole rather than a character at a time.
-struct Escaping<'a, 'w>(&'a mut Writer<'w>);
+struct Escaping<'a, W>(&'a mut W);
 
-impl fmt::Write for Escaping<'_, '_> {
+impl<W: fmt::Write> fmt::Write for Escaping<'_, W> {
     fn write_str(&mut self, s: &str) -> fmt::Result {
         // C1 controls (U+0080..U+009F) are encoded as 0xC2 0x80..0x9F.
         if !s
@@ -134,7 +170,7 @@ impl fmt::Write for Escaping<'_, '_> {
     }
 }
 
-impl Visit for Visitor<'_> {
+impl<W: Out> Visit for Visitor<W> {
     fn record_str(&mut self, field: &Field, value: &str) {
         if field.name() == "message" {
             return self.message(&format_args!("{value}"));
@@ -310,6 +346,37 @@ mod tests {
         let theirs = lines(DefaultFields::new(), every_kind_of_field);
         assert!(ours.lines().count() >= 27, "{ours}");
         assert_eq!(ours, theirs);
+    }
+
+    /// Whole lines of ours (`line::Text`, which writes fields with this visitor into a line of
+    /// its own) against the default format's, for every kind of field.
+    #[test]
+    fn whole_lines_with_every_kind_of_field_are_the_defaults() {
+        let run = |ours: bool| {
+            let out = Captured::default();
+            let layer = tracing_subscriber::fmt::layer()
+                .with_writer(out.clone())
+                .with_ansi(false);
+            if ours {
+                let layer = layer
+                    .fmt_fields(PlainFields)
+                    .event_format(super::super::line::Text);
+                tracing::subscriber::with_default(
+                    tracing_subscriber::registry().with(layer),
+                    every_kind_of_field,
+                );
+            } else {
+                tracing::subscriber::with_default(
+                    tracing_subscriber::registry().with(layer),
+                    every_kind_of_field,
+                );
+            }
+            crate::telemetry::testing::mask_times(&out.text())
+        };
+        let ours = run(true);
+        assert!(ours.lines().count() >= 27, "{ours}");
+        assert!(ours.contains("\\x1b[31mred"), "{ours}");
+        assert_eq!(ours, run(false));
     }
 
     #[test]
