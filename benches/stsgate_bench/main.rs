@@ -86,7 +86,7 @@ impl Scale {
             wrk_pilots: 20_000,
             wrk_connections: 32,
             wrk_round: Duration::from_secs(5),
-            wrk_rounds: 3,
+            wrk_rounds: 7,
             restarts: 10,
             fault_run: Duration::from_secs(60),
             fault_docks: 8,
