@@ -109,11 +109,7 @@ impl Issued {
     /// Appends [`Issued::config`] as JSON to `out`: the same bytes as `serde_json`, from a
     /// rendering made once per credential (only `expire` differs between answers).
     pub fn write_json(&self, out: &mut Vec<u8>) {
-        let rendered = self
-            .lease
-            .rendered
-            .get_or_init(|| crate::protocol::Rendered::new(&self.config()));
-        match rendered {
+        match self.rendering() {
             Some(rendered) => rendered.write(self.lease.expire, out),
             None => {
                 if let Err(e) = serde_json::to_writer(&mut *out, &self.config()) {
@@ -121,6 +117,22 @@ impl Issued {
                 }
             }
         }
+    }
+
+    /// How many bytes [`Issued::write_json`] appends (0 when not known beforehand), so that an
+    /// answer's buffer can be the exact size: a `Vec` with room to spare becomes `Bytes` only
+    /// through one more allocation.
+    pub fn json_len(&self) -> usize {
+        self.rendering()
+            .map_or(0, |rendered| rendered.len(self.lease.expire))
+    }
+
+    /// The rendering of this credential's configuration, made on first use.
+    fn rendering(&self) -> Option<&crate::protocol::Rendered> {
+        self.lease
+            .rendered
+            .get_or_init(|| crate::protocol::Rendered::new(&self.config()))
+            .as_ref()
     }
 
     /// The credential's access key id.

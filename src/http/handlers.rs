@@ -59,8 +59,8 @@ pub async fn sts(
             subject: claims.subject(),
         })
         .await?;
-    // From the credential's rendering made once.
-    let mut body = Vec::with_capacity(1024);
+    // From the credential's rendering made once, in a buffer of the exact size.
+    let mut body = Vec::with_capacity(protocol::http::success_len(issued.json_len()));
     protocol::http::write_success(&mut body, |out| issued.write_json(out));
     Ok((
         [(

@@ -44,9 +44,17 @@ impl<T> Envelope<T> {
 /// writes for [`Envelope::success`], for data rendered once and reused (a test holds the two
 /// equal).
 pub fn write_success(out: &mut Vec<u8>, write_data: impl FnOnce(&mut Vec<u8>)) {
-    out.extend_from_slice(br#"{"code":0,"message":"success","data":"#);
+    out.extend_from_slice(SUCCESS_HEAD);
     write_data(out);
     out.push(b'}');
+}
+
+/// What [`write_success`] writes before the data.
+const SUCCESS_HEAD: &[u8] = br#"{"code":0,"message":"success","data":"#;
+
+/// How many bytes [`write_success`] writes around data of `data_len` bytes.
+pub fn success_len(data_len: usize) -> usize {
+    SUCCESS_HEAD.len() + data_len + 1
 }
 
 #[cfg(test)]
@@ -61,6 +69,8 @@ mod tests {
             serde_json::to_writer(out, &data).expect("json");
         });
         let serialised = serde_json::to_vec(&Envelope::success(&data)).expect("json");
+        let data_len = serde_json::to_vec(&data).expect("json").len();
+        assert_eq!(success_len(data_len), written.len());
         assert_eq!(
             String::from_utf8(written).expect("utf-8"),
             String::from_utf8(serialised).expect("utf-8")

@@ -125,6 +125,11 @@ impl Rendered {
         })
     }
 
+    /// How many bytes [`Rendered::write`] appends for `expire`.
+    pub fn len(&self, expire: u64) -> usize {
+        self.head.len() + itoa::Buffer::new().format(expire).len() + self.tail.len()
+    }
+
     /// Appends the JSON of the configuration with `expire` to `out`.
     pub fn write(&self, expire: u64, out: &mut Vec<u8>) {
         out.extend_from_slice(&self.head);
@@ -189,6 +194,7 @@ mod tests {
                 c.credentials.expire = expire;
                 let mut out = Vec::new();
                 rendered.write(expire, &mut out);
+                assert_eq!(rendered.len(expire), out.len(), "expire {expire}");
                 assert_eq!(
                     String::from_utf8(out).expect("utf-8"),
                     serde_json::to_string(&c).expect("json"),
