@@ -47,8 +47,9 @@ where
         mut w: Writer<'_>,
         event: &Event<'_>,
     ) -> fmt::Result {
-        if w.has_ansi_escapes() || !w.sanitizes_ansi_escapes() {
-            return write_line(ctx, &mut w, true, event, |w| {
+        let ansi = w.has_ansi_escapes();
+        if ansi || !w.sanitizes_ansi_escapes() {
+            return write_line(ctx, &mut w, ansi, event, |w| {
                 ctx.format_fields(w.by_ref(), event)
             });
         }
@@ -431,6 +432,23 @@ mod tests {
             ),
             "{ours}"
         );
+        assert_eq!(ours, theirs);
+    }
+
+    /// Without sanitizing (not how stsgate sets it up, but a layer may), the line goes the
+    /// general way: no colours, still the default's bytes.
+    #[test]
+    fn unsanitized_text_lines_are_the_defaults_too() {
+        let layer = |out| {
+            tracing_subscriber::fmt::layer()
+                .with_writer(out)
+                .with_ansi(false)
+                .with_ansi_sanitization(false)
+                .fmt_fields(PlainFields)
+        };
+        let theirs = captured(layer, with_spans);
+        let ours = captured(|out| layer(out).event_format(Text), with_contexts);
+        assert!(!ours.contains("\x1b[1m"), "no colours: {ours:?}");
         assert_eq!(ours, theirs);
     }
 
