@@ -326,7 +326,7 @@ mod tests {
 
     use super::*;
     use crate::telemetry::plain::PlainFields;
-    use crate::telemetry::testing::{Captured, mask_times};
+    use crate::telemetry::testing::{self, Captured, mask_times};
 
     const REQUESTS: [(&str, &str); 3] = [
         ("0123ABCDef012345", "/storage/api/v1/workspaces/ws-1/sts"),
@@ -450,6 +450,35 @@ mod tests {
         let ours = captured(|out| layer(out).event_format(Text), with_contexts);
         assert!(!ours.contains("\x1b[1m"), "no colours: {ours:?}");
         assert_eq!(ours, theirs);
+    }
+
+    /// Whole lines of ours (fields written by `plain`'s visitor into the line's own buffer) against
+    /// the default format's, for every kind of field.
+    #[test]
+    fn whole_lines_with_every_kind_of_field_are_the_defaults() {
+        let run = |ours: bool| {
+            let out = Captured::default();
+            let layer = tracing_subscriber::fmt::layer()
+                .with_writer(out.clone())
+                .with_ansi(false);
+            if ours {
+                let layer = layer.fmt_fields(PlainFields).event_format(Text);
+                tracing::subscriber::with_default(
+                    tracing_subscriber::registry().with(layer),
+                    testing::every_kind_of_field,
+                );
+            } else {
+                tracing::subscriber::with_default(
+                    tracing_subscriber::registry().with(layer),
+                    testing::every_kind_of_field,
+                );
+            }
+            mask_times(&out.text())
+        };
+        let ours = run(true);
+        assert!(ours.lines().count() >= 27, "{ours}");
+        assert!(ours.contains("\\x1b[31mred"), "{ours}");
+        assert_eq!(ours, run(false));
     }
 
     #[test]

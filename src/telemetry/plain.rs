@@ -275,7 +275,7 @@ mod tests {
     use tracing_subscriber::layer::SubscriberExt;
 
     use super::*;
-    use crate::telemetry::testing::Captured;
+    use crate::telemetry::testing::{Captured, every_kind_of_field};
 
     /// Runs `log` under a text subscriber without colours, time or target, with `fields`.
     fn lines<F>(fields: F, log: impl Fn()) -> String
@@ -294,89 +294,12 @@ mod tests {
         out.text()
     }
 
-    #[derive(Debug)]
-    struct Failure;
-
-    impl fmt::Display for Failure {
-        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            f.write_str("it failed")
-        }
-    }
-
-    impl std::error::Error for Failure {}
-
-    fn every_kind_of_field() {
-        let texts = [
-            "pilot-7",
-            "",
-            "with space",
-            "quote\"d",
-            "back\\slash",
-            "tab\tnew\nline",
-            "é ü 中文",
-            "\u{1b}[31mred",
-            "bell\u{7} bs\u{8} ff\u{c} del\u{7f} c1\u{85}\u{9b}[0m \u{a0}\u{100}",
-            "~!@#$%^&*()_+`-=[]{}|;':,./<>?",
-        ];
-        for (i, text) in texts.iter().enumerate() {
-            let span = tracing::info_span!("http", request_id = %text, method = "POST", n = i);
-            let _entered = span.enter();
-            tracing::info!(
-                front = "http",
-                subject = *text,
-                expire = 3515_u64,
-                delta = -7_i64,
-                cache_hit = true,
-                other = false,
-                ratio = 0.5_f64,
-                shown = %text,
-                debugged = ?text,
-                r#type = "raw",
-                error = &Failure as &(dyn std::error::Error + 'static),
-                "credentials handed out {}", text
-            );
-            tracing::warn!(message = *text, subject = *text);
-            tracing::info!(big = u64::MAX, small = i64::MIN, "{}", i);
-        }
-    }
-
     #[test]
     fn fields_are_written_as_the_default_writes_them() {
         let ours = lines(PlainFields, every_kind_of_field);
         let theirs = lines(DefaultFields::new(), every_kind_of_field);
         assert!(ours.lines().count() >= 27, "{ours}");
         assert_eq!(ours, theirs);
-    }
-
-    /// Whole lines of ours (`line::Text`, which writes fields with this visitor into a line of
-    /// its own) against the default format's, for every kind of field.
-    #[test]
-    fn whole_lines_with_every_kind_of_field_are_the_defaults() {
-        let run = |ours: bool| {
-            let out = Captured::default();
-            let layer = tracing_subscriber::fmt::layer()
-                .with_writer(out.clone())
-                .with_ansi(false);
-            if ours {
-                let layer = layer
-                    .fmt_fields(PlainFields)
-                    .event_format(super::super::line::Text);
-                tracing::subscriber::with_default(
-                    tracing_subscriber::registry().with(layer),
-                    every_kind_of_field,
-                );
-            } else {
-                tracing::subscriber::with_default(
-                    tracing_subscriber::registry().with(layer),
-                    every_kind_of_field,
-                );
-            }
-            crate::telemetry::testing::mask_times(&out.text())
-        };
-        let ours = run(true);
-        assert!(ours.lines().count() >= 27, "{ours}");
-        assert!(ours.contains("\\x1b[31mred"), "{ours}");
-        assert_eq!(ours, run(false));
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! What the log format tests share: a writer that keeps what it is given, and times masked.
+//! What the log format tests share: a writer that keeps what it is given, times masked, and
+//! events with every kind of field.
 
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -64,4 +65,53 @@ pub fn mask_times(text: &str) -> String {
         }
     }
     out
+}
+
+/// An error to log as a field.
+#[derive(Debug)]
+struct Failure;
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("it failed")
+    }
+}
+
+impl std::error::Error for Failure {}
+
+/// Logs events with every kind of field, each with texts that need escaping or quoting, inside
+/// a span: what the field formatters are compared on.
+pub fn every_kind_of_field() {
+    let texts = [
+        "pilot-7",
+        "",
+        "with space",
+        "quote\"d",
+        "back\\slash",
+        "tab\tnew\nline",
+        "é ü 中文",
+        "\u{1b}[31mred",
+        "bell\u{7} bs\u{8} ff\u{c} del\u{7f} c1\u{85}\u{9b}[0m \u{a0}\u{100}",
+        "~!@#$%^&*()_+`-=[]{}|;':,./<>?",
+    ];
+    for (i, text) in texts.iter().enumerate() {
+        let span = tracing::info_span!("http", request_id = %text, method = "POST", n = i);
+        let _entered = span.enter();
+        tracing::info!(
+            front = "http",
+            subject = *text,
+            expire = 3515_u64,
+            delta = -7_i64,
+            cache_hit = true,
+            other = false,
+            ratio = 0.5_f64,
+            shown = %text,
+            debugged = ?text,
+            r#type = "raw",
+            error = &Failure as &(dyn std::error::Error + 'static),
+            "credentials handed out {}", text
+        );
+        tracing::warn!(message = *text, subject = *text);
+        tracing::info!(big = u64::MAX, small = i64::MIN, "{}", i);
+    }
 }
