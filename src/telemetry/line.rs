@@ -456,29 +456,19 @@ mod tests {
     /// the default format's, for every kind of field.
     #[test]
     fn whole_lines_with_every_kind_of_field_are_the_defaults() {
-        let run = |ours: bool| {
-            let out = Captured::default();
-            let layer = tracing_subscriber::fmt::layer()
-                .with_writer(out.clone())
-                .with_ansi(false);
-            if ours {
-                let layer = layer.fmt_fields(PlainFields).event_format(Text);
-                tracing::subscriber::with_default(
-                    tracing_subscriber::registry().with(layer),
-                    testing::every_kind_of_field,
-                );
-            } else {
-                tracing::subscriber::with_default(
-                    tracing_subscriber::registry().with(layer),
-                    testing::every_kind_of_field,
-                );
-            }
-            mask_times(&out.text())
+        let plain = |out| {
+            tracing_subscriber::fmt::layer()
+                .with_writer(out)
+                .with_ansi(false)
         };
-        let ours = run(true);
+        let theirs = captured(plain, testing::every_kind_of_field);
+        let ours = captured(
+            |out| plain(out).fmt_fields(PlainFields).event_format(Text),
+            testing::every_kind_of_field,
+        );
         assert!(ours.lines().count() >= 27, "{ours}");
         assert!(ours.contains("\\x1b[31mred"), "{ours}");
-        assert_eq!(ours, run(false));
+        assert_eq!(ours, theirs);
     }
 
     #[test]
