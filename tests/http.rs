@@ -198,6 +198,37 @@ async fn unknown_routes_and_methods_get_json_errors() {
     assert!(body.contains("\"code\":10400"), "{body}");
 }
 
+/// A plain workspace segment is answered by hand and any other by axum's router (`http/api.rs`):
+/// the answers are the same whichever way a request takes.
+#[tokio::test]
+async fn every_shape_of_sts_path_is_answered_alike() {
+    let svc = TestService::start().await;
+    let token = svc.token("ws-1");
+    let (s, plain) = svc.sts("ws-1", Some(&token)).await;
+    assert_eq!(s, StatusCode::OK, "{plain}");
+    // Percent-encoded, so routed: decoded to the same workspace, the same credential and prefix.
+    let (s, encoded) = svc.sts("ws%2D1", Some(&token)).await;
+    assert_eq!(s, StatusCode::OK, "{encoded}");
+    for field in ["/data/credentials/access_key_id", "/data/object_key_prefix"] {
+        assert_eq!(encoded.pointer(field), plain.pointer(field), "{field}");
+    }
+    // The same refusals either way, in the same order: no token, then another workspace.
+    for workspace in ["ws-1", "ws%2D1"] {
+        let (s, b) = svc.sts(workspace, None).await;
+        assert_error(s, &b, StatusCode::UNAUTHORIZED, 10401, "");
+    }
+    // (An empty segment is a workspace id the router matches, and no token's.)
+    for workspace in ["ws-2", "ws%2D2", ""] {
+        let (s, b) = svc.sts(workspace, Some(&token)).await;
+        assert_error(s, &b, StatusCode::FORBIDDEN, 10403, "another workspace");
+    }
+    // No such endpoint: two segments, an empty one after, a trailing slash.
+    for workspace in ["ws/1", "ws-1/", "ws-1/sts/"] {
+        let (s, b) = svc.sts(workspace, Some(&token)).await;
+        assert_error(s, &b, StatusCode::NOT_FOUND, 10400, "no such endpoint");
+    }
+}
+
 #[tokio::test]
 async fn health_readiness_and_metrics() {
     let svc = TestService::start().await;

@@ -1,6 +1,7 @@
 //! The HTTP front: `POST /storage/api/v1/workspaces/{workspace_id}/sts` for Pilot 2, plus
 //! `/healthz`, `/readyz` and `/metrics`. Unknown routes and methods get the JSON error envelope.
 
+mod api;
 mod edge;
 mod error;
 mod handlers;
@@ -42,14 +43,16 @@ pub const REQUEST_ID: &str = "x-request-id";
 const AUTH_HEADER_NAME: axum::http::HeaderName = axum::http::HeaderName::from_static(AUTH_HEADER);
 const REQUEST_ID_NAME: axum::http::HeaderName = axum::http::HeaderName::from_static(REQUEST_ID);
 
-/// The router. Every request passes the edge layer (`edge.rs`) first: the token is marked sensitive
-/// before anything could log headers, and the request runs in a log context carrying its request
-/// id, so each log line of a request can be found from the id a client or proxy reports.
+/// The HTTP service. Every request passes the edge (`edge.rs`) first: the token is marked
+/// sensitive before anything could log headers, and the request runs in a log context carrying
+/// its request id, so each log line of a request can be found from the id a client or proxy
+/// reports. Then a plain `/sts` is answered by hand (`api.rs`), anything else by the router.
 ///
-/// The edge wraps the whole router rather than being added with `Router::layer`, which wraps each
-/// route on its own: a second boxed route per request, its future allocated and the request
+/// The edge wraps the whole service rather than being added with `Router::layer`, which wraps
+/// each route on its own: a second boxed route per request, its future allocated and the request
 /// moved through two more service layers.
-pub fn router(state: AppState) -> edge::Edge<Router> {
+pub fn router(state: AppState) -> edge::Edge<api::Api> {
+    let state = Arc::new(state);
     let router = Router::new()
         .route(
             "/storage/api/v1/workspaces/{workspace_id}/sts",
@@ -60,6 +63,6 @@ pub fn router(state: AppState) -> edge::Edge<Router> {
         .route("/metrics", get(health::metrics))
         .fallback(handlers::not_found)
         .method_not_allowed_fallback(handlers::method_not_allowed)
-        .with_state(Arc::new(state));
-    tower::Layer::layer(&edge::EdgeLayer, router)
+        .with_state(state.clone());
+    tower::Layer::layer(&edge::EdgeLayer, api::Api::new(state, router))
 }
