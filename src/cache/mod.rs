@@ -54,8 +54,8 @@ struct Inner {
     failure_backoff: Duration,
     /// Every scope's slot, under one lock: a cache hit takes it once (a map of locked slots took
     /// two locks and a shared reference count per hit, all written by every core), and nothing
-    /// holds it across an await.
-    slots: Mutex<HashMap<Scope, Slot>>,
+    /// holds it across an await. Scopes come from validated workspaces, so a fast seeded hash.
+    slots: Mutex<HashMap<Scope, Slot, foldhash::fast::RandomState>>,
 }
 
 type Outcome = Option<Result<Entry, Error>>;

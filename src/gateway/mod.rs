@@ -7,14 +7,15 @@
 mod error;
 mod limits;
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, PoisonError, RwLock};
 
 pub use error::Error;
 pub use limits::Limits;
 
 use crate::cache::{Cache, Lease};
 use crate::config::Config;
-use crate::domain::{PrefixTemplate, Requester, Scope, WorkspaceId};
+use crate::domain::{PrefixTemplate, Requester, Scope, WorkspaceError, WorkspaceId};
 use crate::issuer::IssuerHandle;
 use crate::protocol::{Credentials, Provider, ResultCode, StorageConfig};
 use crate::registry::Registry;
@@ -28,8 +29,25 @@ pub struct Gateway {
     template: PrefixTemplate,
     bucket: Arc<str>,
     storage: Arc<Storage>,
+    /// Workspaces resolved so far: each one's id is validated and its scope rendered once, not
+    /// per request (parsing, rendering and hashing them anew was some 1,000 instructions of a
+    /// cache hit). Where per-workspace storage profiles will be looked up.
+    routes: RwLock<HashMap<Box<str>, Arc<Route>, foldhash::fast::RandomState>>,
     audit: Audit,
     limits: Limits,
+}
+
+/// The most workspaces [`Gateway`] keeps resolved; past that, a new workspace is resolved for
+/// each of its requests (a DJI deployment has a handful, and tokens name only those its
+/// identity provider signs, so this is far beyond any real one).
+const MAX_ROUTES: usize = 10_000;
+
+/// A workspace resolved: its id, the scope its credentials write and the storage they are for.
+#[derive(Debug)]
+struct Route {
+    workspace: WorkspaceId,
+    scope: Scope,
+    storage: Arc<Storage>,
 }
 
 /// Why the gateway could not be built; each names the setting at fault.
@@ -70,11 +88,8 @@ pub enum Request<'a> {
 /// cache hands out a [`Lease`] on it, the gateway an `Issued`.
 #[derive(Debug)]
 pub struct Issued {
-    /// The workspace it was issued for.
-    pub workspace: WorkspaceId,
+    route: Arc<Route>,
     lease: Lease,
-    scope: Scope,
-    storage: Arc<Storage>,
 }
 
 /// The storage devices upload to, as they are told it.
@@ -88,21 +103,30 @@ struct Storage {
 // === impl Issued ===
 
 impl Issued {
+    /// The workspace it was issued for.
+    pub fn workspace(&self) -> &WorkspaceId {
+        &self.route.workspace
+    }
+
     /// What the device receives.
     pub fn config(&self) -> StorageConfig {
-        let credential = &self.lease.credential;
+        let (credential, scope, storage) = (
+            &self.lease.credential,
+            &self.route.scope,
+            &self.route.storage,
+        );
         StorageConfig {
-            bucket: self.scope.bucket.to_string(),
+            bucket: scope.bucket.to_string(),
             credentials: Credentials {
                 access_key_id: credential.access_key_id.clone(),
                 access_key_secret: credential.secret_access_key.clone(),
                 expire: self.lease.expire,
                 security_token: credential.session_token.clone(),
             },
-            endpoint: self.storage.endpoint.clone(),
-            object_key_prefix: self.scope.prefix.to_string(),
-            provider: self.storage.provider,
-            region: self.storage.region.clone(),
+            endpoint: storage.endpoint.clone(),
+            object_key_prefix: scope.prefix.to_string(),
+            provider: storage.provider,
+            region: storage.region.clone(),
         }
     }
 
@@ -153,10 +177,10 @@ impl Issued {
     /// What the audit trail records of it.
     fn handout(&self) -> Handout<'_> {
         Handout {
-            workspace: self.workspace.as_str(),
-            bucket: &self.scope.bucket,
-            prefix: &self.scope.prefix,
-            provider: self.storage.provider.as_str(),
+            workspace: self.route.workspace.as_str(),
+            bucket: &self.route.scope.bucket,
+            prefix: &self.route.scope.prefix,
+            provider: self.route.storage.provider.as_str(),
             access_key_id: self.access_key_id(),
             expire: self.expire(),
             cache_hit: self.cache_hit(),
@@ -180,6 +204,7 @@ impl Gateway {
             registry: Registry::from_config(&config.devices, config.default_workspace())?,
             template,
             bucket: config.storage.bucket.as_str().into(),
+            routes: RwLock::default(),
             audit: Audit::default(),
             limits: Limits::new(&config.limits),
         })
@@ -199,20 +224,23 @@ impl Gateway {
             Request::Dock { sn } => (Requester::Device(sn), limits::Key::Device(sn)),
         };
         self.admit(bucket, requester.front())?;
-        let workspace = match request {
-            Request::Pilot { workspace, .. } => WorkspaceId::parse(workspace)?,
-            Request::Dock { sn } => self
-                .registry
-                .workspace_of(sn)
-                .await?
-                .ok_or_else(|| Error::DeviceNotBound { sn: sn.to_owned() })?,
+        let route = match request {
+            Request::Pilot { workspace, .. } => self.route(workspace)?,
+            Request::Dock { sn } => {
+                let workspace = self
+                    .registry
+                    .workspace_of(sn)
+                    .await?
+                    .ok_or_else(|| Error::DeviceNotBound { sn: sn.to_owned() })?;
+                self.route(workspace.as_str())?
+            }
         };
-        let issued = self.for_workspace(workspace).await?;
+        let issued = self.issue(route).await?;
         self.audit.record(issued.handout(), requester);
         match requester {
             Requester::Token(subject) => tracing::info!(
                 front = "http",
-                workspace = %issued.workspace,
+                workspace = %issued.workspace(),
                 subject,
                 access_key_id = %issued.access_key_id(),
                 expire = issued.expire(),
@@ -222,7 +250,7 @@ impl Gateway {
             Requester::Device(sn) => tracing::info!(
                 front = "mqtt",
                 sn,
-                workspace = %issued.workspace,
+                workspace = %issued.workspace(),
                 access_key_id = %issued.access_key_id(),
                 expire = issued.expire(),
                 cache_hit = issued.cache_hit(),
@@ -236,14 +264,38 @@ impl Gateway {
     /// The storage configuration for a workspace already resolved, with no rate limit, audit or
     /// request count: for `stsgate check` and benchmarks, not for the fronts.
     pub async fn for_workspace(&self, workspace: WorkspaceId) -> Result<Issued, Error> {
-        let scope = self.scope(&workspace);
-        let lease = self.cache.get(&scope).await?;
-        Ok(Issued {
+        self.issue(self.route(workspace.as_str())?).await
+    }
+
+    /// The credential for a resolved workspace, from the cache.
+    async fn issue(&self, route: Arc<Route>) -> Result<Issued, Error> {
+        let lease = self.cache.get(&route.scope).await?;
+        Ok(Issued { route, lease })
+    }
+
+    /// The workspace `id` resolved: as kept from an earlier request, else validated and scoped
+    /// now (and kept, up to [`MAX_ROUTES`] workspaces).
+    fn route(&self, id: &str) -> Result<Arc<Route>, WorkspaceError> {
+        let routes = self.routes.read().unwrap_or_else(PoisonError::into_inner);
+        if let Some(route) = routes.get(id) {
+            return Ok(route.clone());
+        }
+        let full = routes.len() >= MAX_ROUTES;
+        drop(routes);
+        let workspace = WorkspaceId::parse(id)?;
+        let route = Arc::new(Route {
+            scope: self.scope(&workspace),
             workspace,
-            lease,
-            scope,
             storage: self.storage.clone(),
-        })
+        });
+        if !full {
+            self.routes
+                .write()
+                .unwrap_or_else(PoisonError::into_inner)
+                .entry(id.into())
+                .or_insert_with(|| route.clone());
+        }
+        Ok(route)
     }
 
     /// Checks the device registry's database query once (start-up).
@@ -276,5 +328,84 @@ impl Gateway {
             bucket: self.bucket.clone(),
             prefix: self.template.render(workspace).into(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, SystemTime};
+
+    use async_trait::async_trait;
+
+    use super::*;
+    use crate::domain::ProviderKind;
+    use crate::issuer::{Credential, IssueRequest, Issuer};
+    use crate::secret::Secret;
+
+    /// Hands out a credential named after the prefix it was asked for.
+    struct Named;
+
+    #[async_trait]
+    impl Issuer for Named {
+        fn kind(&self) -> ProviderKind {
+            ProviderKind::Local
+        }
+
+        async fn issue(&self, request: &IssueRequest) -> Result<Credential, crate::issuer::Error> {
+            Ok(Credential {
+                access_key_id: format!("AK-{}", request.scope.prefix),
+                secret_access_key: Secret::new("secret"),
+                session_token: Secret::new("token"),
+                expiration: SystemTime::now() + Duration::from_secs(3600),
+            })
+        }
+    }
+
+    fn pilot(workspace: &str) -> Request<'_> {
+        Request::Pilot {
+            workspace,
+            subject: "pilot",
+        }
+    }
+
+    #[tokio::test]
+    async fn a_workspace_is_resolved_once_and_past_the_bound_for_each_request() {
+        let config = Config::default();
+        let gateway = Gateway::new(&config, IssuerHandle::new(Named)).expect("gateway");
+        let prefix_of = |workspace: &str| {
+            PrefixTemplate::parse(&config.storage.object_key_prefix)
+                .expect("template")
+                .render(&WorkspaceId::parse(workspace).expect("id"))
+        };
+
+        // Refused as before, and not kept.
+        let refused = gateway.credentials(pilot("a.b")).await;
+        assert!(
+            matches!(refused, Err(Error::InvalidWorkspace(_))),
+            "{refused:?}"
+        );
+        let first = gateway.credentials(pilot("ws-1")).await.expect("issued");
+        let again = gateway.credentials(pilot("ws-1")).await.expect("issued");
+        assert!(Arc::ptr_eq(&first.route, &again.route), "resolved once");
+        assert_eq!(first.config().object_key_prefix, prefix_of("ws-1"));
+        assert_eq!(first.access_key_id(), format!("AK-{}", prefix_of("ws-1")));
+        assert_eq!(gateway.routes.read().expect("routes").len(), 1);
+
+        // Full: a new workspace is still answered with its own scope, resolved anew each time.
+        for i in 1..MAX_ROUTES {
+            gateway.route(&format!("w{i}")).expect("valid");
+        }
+        let late = gateway
+            .for_workspace(WorkspaceId::parse("late").expect("id"))
+            .await
+            .expect("issued");
+        let late_again = gateway
+            .for_workspace(WorkspaceId::parse("late").expect("id"))
+            .await
+            .expect("issued");
+        assert_eq!(late.config().object_key_prefix, prefix_of("late"));
+        assert_eq!(late.access_key_id(), format!("AK-{}", prefix_of("late")));
+        assert!(!Arc::ptr_eq(&late.route, &late_again.route));
+        assert_eq!(gateway.routes.read().expect("routes").len(), MAX_ROUTES);
     }
 }
