@@ -20,7 +20,7 @@ use crate::issuer::IssuerHandle;
 use crate::protocol::{Credentials, Provider, ResultCode, StorageConfig};
 use crate::registry::Registry;
 use crate::telemetry::audit::{Audit, Handout};
-use crate::telemetry::metrics;
+use crate::telemetry::{self, metrics};
 
 /// Resolves scopes and hands out storage configurations.
 pub struct Gateway {
@@ -237,26 +237,34 @@ impl Gateway {
         };
         let issued = self.issue(route).await?;
         self.audit.record(issued.handout(), requester);
-        match requester {
+        let handout = telemetry::handout::Handout {
+            requester,
+            workspace: issued.workspace().as_str(),
+            access_key_id: issued.access_key_id(),
+            expire: issued.expire(),
+            cache_hit: issued.cache_hit(),
+        };
+        // The fields in the order `telemetry::handout` writes them.
+        telemetry::handout::log(&handout, || match requester {
             Requester::Token(subject) => tracing::info!(
                 front = "http",
-                workspace = %issued.workspace(),
+                workspace = %handout.workspace,
                 subject,
-                access_key_id = %issued.access_key_id(),
-                expire = issued.expire(),
-                cache_hit = issued.cache_hit(),
+                access_key_id = %handout.access_key_id,
+                expire = handout.expire,
+                cache_hit = handout.cache_hit,
                 "credentials handed out"
             ),
             Requester::Device(sn) => tracing::info!(
                 front = "mqtt",
                 sn,
-                workspace = %issued.workspace(),
-                access_key_id = %issued.access_key_id(),
-                expire = issued.expire(),
-                cache_hit = issued.cache_hit(),
+                workspace = %handout.workspace,
+                access_key_id = %handout.access_key_id,
+                expire = handout.expire,
+                cache_hit = handout.cache_hit,
                 "credentials handed out"
             ),
-        }
+        });
         metrics::request(requester.front(), ResultCode::Success.label());
         Ok(issued)
     }

@@ -19,7 +19,7 @@ use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, FormattedFi
 use tracing_subscriber::registry::{LookupSpan, SpanRef};
 
 use super::context::{self, Context, Value};
-use super::plain;
+use super::{handout, plain};
 
 /// Text lines, coloured when the writer takes ANSI escapes.
 #[derive(Clone, Copy, Debug, Default)]
@@ -76,6 +76,9 @@ where
             };
             line.clear();
             write_line(ctx, line, false, event, |line| {
+                if handout::write_fields(line, event)? {
+                    return Ok(());
+                }
                 plain::write_fields(line, event)
             })?;
             let written = w.write_str(line);

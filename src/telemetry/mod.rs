@@ -8,6 +8,7 @@
 
 pub mod audit;
 pub mod context;
+pub mod handout;
 mod line;
 pub mod metrics;
 mod plain;
