@@ -237,7 +237,7 @@ impl Gateway {
         };
         let issued = self.issue(route).await?;
         self.audit.record(issued.handout(), requester);
-        let handout = telemetry::handout::Handout {
+        let handout = telemetry::handout::Line {
             requester,
             workspace: issued.workspace().as_str(),
             access_key_id: issued.access_key_id(),
