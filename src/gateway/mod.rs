@@ -237,33 +237,12 @@ impl Gateway {
         };
         let issued = self.issue(route).await?;
         self.audit.record(issued.handout(), requester);
-        let handout = telemetry::handout::Line {
+        telemetry::handout::log(&telemetry::handout::Line {
             requester,
             workspace: issued.workspace().as_str(),
             access_key_id: issued.access_key_id(),
             expire: issued.expire(),
             cache_hit: issued.cache_hit(),
-        };
-        // The fields in the order `telemetry::handout` writes them.
-        telemetry::handout::log(&handout, || match requester {
-            Requester::Token(subject) => tracing::info!(
-                front = "http",
-                workspace = %handout.workspace,
-                subject,
-                access_key_id = %handout.access_key_id,
-                expire = handout.expire,
-                cache_hit = handout.cache_hit,
-                "credentials handed out"
-            ),
-            Requester::Device(sn) => tracing::info!(
-                front = "mqtt",
-                sn,
-                workspace = %handout.workspace,
-                access_key_id = %handout.access_key_id,
-                expire = handout.expire,
-                cache_hit = handout.cache_hit,
-                "credentials handed out"
-            ),
         });
         metrics::request(requester.front(), ResultCode::Success.label());
         Ok(issued)

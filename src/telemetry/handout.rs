@@ -53,15 +53,48 @@ thread_local! {
     static KEPT: RefCell<Kept> = RefCell::default();
 }
 
-/// Runs `log`, which dispatches the one event of `handout` (message [`MESSAGE`], then for a token
-/// `front="http" workspace subject access_key_id expire cache_hit`, for a dock `front="mqtt" sn
-/// workspace access_key_id expire cache_hit`), with `handout` kept for the text formatter.
-pub fn log(handout: &Line<'_>, log: impl FnOnce()) {
-    let kept = KEPT.with(|kept| {
+/// Logs the line for `line`: one `tracing` event at info, with the target of the gateway that
+/// hands credentials out (so `log.filter` directives for `stsgate::gateway` apply), its fields
+/// kept for the text formatter while it is dispatched.
+pub fn log(line: &Line<'_>) {
+    let kept = keep(line);
+    // Reset however logging ends, so that no later event is taken for this one.
+    let _reset = kept.then_some(Reset);
+    // The fields in the order `write_fields` writes them.
+    match line.requester {
+        Requester::Token(subject) => tracing::info!(
+            target: TARGET,
+            front = "http",
+            workspace = %line.workspace,
+            subject,
+            access_key_id = %line.access_key_id,
+            expire = line.expire,
+            cache_hit = line.cache_hit,
+            "credentials handed out"
+        ),
+        Requester::Device(sn) => tracing::info!(
+            target: TARGET,
+            front = "mqtt",
+            sn,
+            workspace = %line.workspace,
+            access_key_id = %line.access_key_id,
+            expire = line.expire,
+            cache_hit = line.cache_hit,
+            "credentials handed out"
+        ),
+    }
+}
+
+/// The line's target: the module that hands credentials out, as when it logged the line itself.
+const TARGET: &str = "stsgate::gateway";
+
+/// Copies `line` into this thread's [`Kept`]; false if it cannot be written from there.
+fn keep(line: &Line<'_>) -> bool {
+    KEPT.with(|kept| {
         let Ok(mut kept) = kept.try_borrow_mut() else {
             return false;
         };
-        let (device, requester) = match handout.requester {
+        let (device, requester) = match line.requester {
             Requester::Device(sn) => (true, sn),
             Requester::Token(subject) => (false, subject),
         };
@@ -71,16 +104,13 @@ pub fn log(handout: &Line<'_>, log: impl FnOnce()) {
         }
         kept.device = device;
         refill(&mut kept.requester, requester);
-        refill(&mut kept.workspace, handout.workspace);
-        refill(&mut kept.access_key_id, handout.access_key_id);
-        kept.expire = handout.expire;
-        kept.cache_hit = handout.cache_hit;
+        refill(&mut kept.workspace, line.workspace);
+        refill(&mut kept.access_key_id, line.access_key_id);
+        kept.expire = line.expire;
+        kept.cache_hit = line.cache_hit;
         kept.active = true;
         true
-    });
-    // Reset however `log` ends, so that no later event is taken for this one.
-    let _reset = kept.then_some(Reset);
-    log();
+    })
 }
 
 /// The names of a handout event's fields, in order, for a token and for a dock.
@@ -202,30 +232,6 @@ mod tests {
         }
     }
 
-    /// What the gateway logs for `handout`.
-    fn handed_out(handout: &Line<'_>) {
-        log(handout, || match handout.requester {
-            Requester::Token(subject) => tracing::info!(
-                front = "http",
-                workspace = %handout.workspace,
-                subject,
-                access_key_id = %handout.access_key_id,
-                expire = handout.expire,
-                cache_hit = handout.cache_hit,
-                "credentials handed out"
-            ),
-            Requester::Device(sn) => tracing::info!(
-                front = "mqtt",
-                sn,
-                workspace = %handout.workspace,
-                access_key_id = %handout.access_key_id,
-                expire = handout.expire,
-                cache_hit = handout.cache_hit,
-                "credentials handed out"
-            ),
-        });
-    }
-
     #[test]
     fn the_fields_written_from_here_are_the_visited_ones() {
         let lines = BothWays::default();
@@ -238,7 +244,7 @@ mod tests {
                 Requester::Device(""),
             ] {
                 for cache_hit in [true, false] {
-                    handed_out(&Line {
+                    log(&Line {
                         requester,
                         workspace: "e3dea0f5-37f2-4d79-ae58-490af3228069",
                         access_key_id: "ASIA3XXOYT7CF3GQV3VP",
@@ -252,7 +258,7 @@ mod tests {
                 Requester::Token("with \"quotes\" and \\"),
                 Requester::Device("é\u{1b}[31m\ttab"),
             ] {
-                handed_out(&Line {
+                log(&Line {
                     requester,
                     workspace: "ws-1",
                     access_key_id: "AK \u{1b}[0m é",
@@ -260,17 +266,7 @@ mod tests {
                     cache_hit: false,
                 });
             }
-            // Not the handout's event: another one inside, and the same fields outside.
-            log(
-                &Line {
-                    requester: Requester::Token("pilot-7"),
-                    workspace: "ws-1",
-                    access_key_id: "AK",
-                    expire: 1,
-                    cache_hit: true,
-                },
-                || tracing::info!(front = "http", "something else"),
-            );
+            // Not the handout's event: the same fields, logged while no line is kept.
             tracing::info!(
                 front = "http",
                 workspace = %"ws-1",
@@ -283,7 +279,7 @@ mod tests {
         });
         let lines = lines.0.lock().expect("lines");
         let taken: Vec<bool> = lines.iter().map(|(taken, _, _)| *taken).collect();
-        assert_eq!(taken, [[true; 8].as_slice(), &[false; 4]].concat());
+        assert_eq!(taken, [[true; 8].as_slice(), &[false; 3]].concat());
         for (taken, ours, visited) in lines.iter() {
             if *taken {
                 assert_eq!(ours, visited);
