@@ -62,23 +62,28 @@ where
     }
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
-        if request.method() == Method::POST && plain_workspace(request.uri().path()).is_some() {
+        if request.method() == Method::POST
+            && let Some(workspace) = plain_workspace(request.uri().path())
+        {
+            let end = STS_PREFIX.len() + workspace.len();
             // The body is not read (the answer needs none), as by the routed handler.
             let (parts, _) = request.into_parts();
             let token = parts.headers.get(AUTH_HEADER_NAME).cloned();
-            return Either::Left(Box::pin(sts(self.state.clone(), parts.uri, token)));
+            return Either::Left(Box::pin(sts(self.state.clone(), parts.uri, end, token)));
         }
         Either::Right(self.router.call(request))
     }
 }
 
-/// Answers a plain `/sts` (its `uri` checked by [`plain_workspace`]).
+/// Answers a plain `/sts`: `uri` checked by [`plain_workspace`], its workspace id ending at
+/// byte `end` of the path.
 async fn sts(
     state: Arc<AppState>,
     uri: Uri,
+    end: usize,
     token: Option<HeaderValue>,
 ) -> Result<Response<Body>, Infallible> {
-    let workspace = plain_workspace(uri.path()).unwrap_or_default();
+    let workspace = uri.path().get(STS_PREFIX.len()..end).unwrap_or_default();
     Ok(handlers::sts_answer(&state, workspace, token.as_ref())
         .await
         .into_response())
@@ -99,7 +104,7 @@ mod tests {
     use super::*;
 
     /// The size of what `f` returns.
-    fn size_of_output<A, B, C, R>(_: impl Fn(A, B, C) -> R) -> usize {
+    fn size_of_output<A, B, C, D, R>(_: impl Fn(A, B, C, D) -> R) -> usize {
         std::mem::size_of::<R>()
     }
 

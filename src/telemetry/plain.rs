@@ -11,7 +11,7 @@
 //! formatted once per second, and everything else (errors, escaped strings, `r#` names) goes to
 //! the default visitor. Tests hold the output equal to the defaults'.
 
-use std::cell::Cell;
+use std::cell::RefCell;
 use std::fmt::{self, Write as _};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -238,33 +238,39 @@ impl<W: Out> Visit for Visitor<W> {
 // === the time ===
 
 thread_local! {
-    /// The second last formatted on this thread and its text up to the fraction's dot.
-    static SECOND: Cell<(u64, [u8; 20])> = const { Cell::new((u64::MAX, [0; 20])) };
+    /// The second last formatted on this thread and its text up to the fraction's dot (kept as
+    /// a `String`: bytes would be checked for UTF-8 again on every line).
+    static SECOND: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
 }
 
 /// Writes `at` as `2026-12-06T13:34:32.671453Z`, as `tracing-subscriber`'s `SystemTime` timer
 /// does (RFC 3339, microseconds, UTC).
 pub fn write_time(at: SystemTime, w: &mut impl fmt::Write) -> fmt::Result {
     let since = at.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let (second, mut head) = SECOND.get();
-    if second != since.as_secs() {
-        // `2026-12-06T13:34:32Z`: the date and time up to the seconds, then the dot.
-        let seconds = humantime::format_rfc3339_seconds(at).to_string();
-        let Some(date) = seconds.as_bytes().get(..19) else {
+    SECOND.with(|second| {
+        let Ok(mut second) = second.try_borrow_mut() else {
             return w.write_str(&humantime::format_rfc3339_micros(at).to_string());
         };
-        head[..19].copy_from_slice(date);
-        head[19] = b'.';
-        SECOND.set((since.as_secs(), head));
-    }
+        if second.0 != since.as_secs() {
+            // `2026-12-06T13:34:32Z`: the date and time up to the seconds, then the dot.
+            let seconds = humantime::format_rfc3339_seconds(at).to_string();
+            let Some(date) = seconds.get(..19) else {
+                return w.write_str(&humantime::format_rfc3339_micros(at).to_string());
+            };
+            second.1.clear();
+            second.1.push_str(date);
+            second.1.push('.');
+            second.0 = since.as_secs();
+        }
+        w.write_str(&second.1)
+    })?;
+    // The microseconds, six digits.
     let micros = since.subsec_micros();
-    let mut tail = *b"000000Z";
-    for (i, digit) in tail[..6].iter_mut().enumerate() {
-        *digit = b'0' + (micros / 10_u32.pow(5 - i as u32) % 10) as u8;
-    }
-    // Both parts are ASCII: digits, `-`, `:`, `T`, `.` and `Z`.
-    w.write_str(std::str::from_utf8(&head).unwrap_or_default())?;
-    w.write_str(std::str::from_utf8(&tail).unwrap_or_default())
+    let mut digits = itoa::Buffer::new();
+    let digits = digits.format(micros);
+    w.write_str(&"000000"[digits.len().min(6)..])?;
+    w.write_str(digits)?;
+    w.write_char('Z')
 }
 
 #[cfg(test)]
