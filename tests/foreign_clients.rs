@@ -125,3 +125,123 @@ async fn boto3_uploads_small_multipart_and_presigned_and_is_refused_elsewhere() 
         ]
     );
 }
+
+/// The administrator's tools: boto3 and the aws CLI with the store's administrator key.
+fn as_admin(svc: &TestService, program: &str) -> tokio::process::Command {
+    let admin = &svc.service.store.as_ref().expect("embedded store").admin;
+    let config = serde_json::json!({
+        "region": "us-east-1",
+        "credentials": {
+            "access_key_id": admin.access_key_id,
+            "access_key_secret": admin.secret_access_key.expose(),
+            "security_token": "",
+        },
+    });
+    let mut cmd = with_credentials(program, &config);
+    cmd.env_remove("AWS_SESSION_TOKEN");
+    cmd
+}
+
+/// A platform lists the store and reads what it listed: boto3 URL-decodes the listing it asked
+/// to be URL-encoded, so every key must come back as exactly itself, whatever it holds.
+#[tokio::test]
+async fn boto3_gets_every_key_back_as_itself_through_every_operation() {
+    let svc = TestService::start().await;
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/s3_every_key.py"
+    );
+    let out = as_admin(&svc, "python3")
+        .args([script, &svc.store_url(), "ws-keys"])
+        .output()
+        .await
+        .expect("python3 runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("OK 38"), "{stdout}");
+}
+
+/// The aws CLI's `s3 cp`, `s3 ls`, `s3api list-objects` (V1) and `s3 rm` with keys that a URL
+/// or a listing could change.
+#[tokio::test]
+async fn the_aws_cli_lists_reads_and_deletes_keys_as_they_are() {
+    let svc = TestService::start().await;
+    let endpoint = svc.store_url();
+    let dir = tempfile::tempdir().unwrap();
+    let names = [
+        "a b.jpg",
+        "a+b.jpg",
+        "a%20b.jpg",
+        "照片 1.jpg",
+        "x&y=z;w,v~*.jpg",
+    ];
+    let aws = |args: &[&str]| {
+        let mut cmd = as_admin(&svc, "aws");
+        cmd.args(["--endpoint-url", &endpoint]).args(args);
+        cmd
+    };
+    let run = |mut cmd: tokio::process::Command| async move {
+        let out = cmd.output().await.expect("the aws CLI runs");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    for name in names {
+        let file = dir.path().join("up");
+        std::fs::write(&file, name).unwrap();
+        let target = format!("s3://media/ws-cli-keys/{name}");
+        run(aws(&["s3", "cp", file.to_str().unwrap(), &target])).await;
+    }
+    let listed = run(aws(&["s3", "ls", "--recursive", "s3://media/ws-cli-keys/"])).await;
+    for name in names {
+        assert!(
+            listed
+                .lines()
+                .any(|l| l.ends_with(&format!(" ws-cli-keys/{name}"))),
+            "{name} in\n{listed}"
+        );
+    }
+    let v1 = run(aws(&[
+        "s3api",
+        "list-objects",
+        "--bucket",
+        "media",
+        "--prefix",
+        "ws-cli-keys/",
+    ]))
+    .await;
+    let v1: Value = serde_json::from_str(&v1).unwrap();
+    let mut keys: Vec<_> = v1["Contents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["Key"].as_str().unwrap().to_owned())
+        .collect();
+    keys.sort();
+    let mut want: Vec<_> = names.iter().map(|n| format!("ws-cli-keys/{n}")).collect();
+    want.sort();
+    assert_eq!(keys, want);
+    for name in names {
+        let back = dir.path().join("back");
+        let source = format!("s3://media/ws-cli-keys/{name}");
+        run(aws(&["s3", "cp", &source, back.to_str().unwrap()])).await;
+        assert_eq!(std::fs::read_to_string(&back).unwrap(), name);
+        run(aws(&["s3", "rm", &source])).await;
+    }
+    let left = svc
+        .admin_s3()
+        .list_objects_v2()
+        .bucket("media")
+        .prefix("ws-cli-keys/")
+        .send()
+        .await
+        .expect("admin lists");
+    assert!(left.contents().is_empty(), "{:?}", left.contents());
+}

@@ -470,6 +470,85 @@ async fn every_answer_carries_a_request_id() {
     assert_eq!(proxied.headers()["x-request-id"], "from-the-proxy-42");
 }
 
+/// RFC 9111 §5.2.2.5 and RFC 6749 §5.1: no cache between Pilot 2 and the service may keep a
+/// credential or a refusal. Every way to the answer: the hand-matched path and the router's
+/// (percent-encoded), success and each kind of error, and the other endpoints.
+#[tokio::test]
+async fn no_answer_may_be_stored_by_a_cache() {
+    let svc = Options::default()
+        .env("STSGATE_LIMITS__SUBJECT_PER_MINUTE", "1")
+        .env("STSGATE_LIMITS__SUBJECT_BURST", "2")
+        .start()
+        .await;
+    let token = svc.token("ws-1");
+    let client = reqwest::Client::new();
+    let sts = |workspace: &str, token: Option<&str>| {
+        let mut request = client.post(format!(
+            "{}/storage/api/v1/workspaces/{workspace}/sts",
+            svc.base_url
+        ));
+        if let Some(token) = token {
+            request = request.header("x-auth-token", token);
+        }
+        request.send()
+    };
+    let mut seen = BTreeSet::new();
+    for (workspace, token) in [
+        ("ws-1", Some(token.as_str())),   // 200, by hand
+        ("ws%2D1", Some(token.as_str())), // 200, routed
+        ("ws-1", None),                   // 401
+        ("ws-2", Some(token.as_str())),   // 403
+        ("ws%2D1", None),                 // 401, routed
+        ("ws-1", Some(token.as_str())),   // 429: the burst is spent
+    ] {
+        let response = sts(workspace, token).await.expect("answer");
+        seen.insert(response.status().as_u16());
+        assert_eq!(
+            response.headers()["cache-control"],
+            "no-store",
+            "{workspace}"
+        );
+        assert_eq!(response.headers()["pragma"], "no-cache", "{workspace}");
+    }
+    assert_eq!(seen, BTreeSet::from([200, 401, 403, 429]));
+    for path in ["/healthz", "/readyz", "/metrics", "/nope"] {
+        let response = client
+            .get(format!("{}{path}", svc.base_url))
+            .send()
+            .await
+            .expect("answer");
+        assert_eq!(response.headers()["cache-control"], "no-store", "{path}");
+    }
+}
+
+/// A proxy's request id is echoed and logged only when it is short visible ASCII; any other is
+/// replaced by a fresh one, so a client cannot write what it likes into the answer and the log.
+#[tokio::test]
+async fn an_oversized_or_odd_request_id_is_replaced_by_a_fresh_one() {
+    let svc = TestService::start().await;
+    let client = reqwest::Client::new();
+    let url = format!("{}/storage/api/v1/workspaces/ws/sts", svc.base_url);
+    let kept = "k".repeat(128);
+    for (sent, echoed) in [
+        (kept.clone(), true),
+        ("k".repeat(129), false),
+        ("with space".to_owned(), false),
+        ("tab\there".to_owned(), false),
+    ] {
+        let response = client
+            .post(&url)
+            .header("x-request-id", &sent)
+            .send()
+            .await
+            .expect("answer");
+        let id = response.headers()["x-request-id"].to_str().unwrap();
+        assert_eq!(id == sent, echoed, "{sent:?} answered as {id:?}");
+        if !echoed {
+            assert_eq!(id.len(), 16, "{id}");
+        }
+    }
+}
+
 #[tokio::test]
 async fn metrics_show_requests_cache_and_upstream() {
     let svc = TestService::start().await;

@@ -271,6 +271,19 @@ async fn gateways_with_invalid_serial_numbers_are_not_answered() {
     assert_success(&good.request(&storage_config_get("g", "1")).await, "g");
 }
 
+/// A reply holds credentials: a broker must not keep it for whoever subscribes next.
+#[tokio::test]
+async fn a_reply_is_not_retained_for_a_later_subscriber() {
+    let svc = TestService::start().await;
+    let mut dock = svc.dock("RETAIN01").await;
+    let reply = dock.request(&storage_config_get("t-retain", "1")).await;
+    assert_success(&reply, "t-retain");
+    let mut later = svc.dock("RETAIN01").await;
+    later
+        .assert_silence("the reply was published without the retain flag")
+        .await;
+}
+
 #[tokio::test]
 async fn many_docks_of_one_workspace_share_one_credential() {
     let svc = TestService::start().await;

@@ -2,7 +2,13 @@
 //! sensitive (so that nothing printing headers can show it), takes the request id a proxy sent or
 //! makes one, runs the request in a log context carrying that id (`telemetry::context`: every
 //! line logged while it is served starts `http{request_id=… method=… path=…}:`), and echoes the
-//! id in the answer.
+//! id in the answer. A proxy's id is kept only when it is at most [`MAX_REQUEST_ID_LEN`] bytes of
+//! visible ASCII; any other is replaced by a fresh one (echoed and logged as that), so a client
+//! cannot write what it likes into every line of the request or into the answer. Every answer
+//! is marked `Cache-Control: no-store` and `Pragma: no-cache` (RFC 9111 §5.2.2.5, RFC 6749
+//! §5.1; `Pragma` for HTTP/1.0 caches): a credential, a refusal, a health or metrics answer is
+//! each about one moment and one client, and no cache between Pilot 2 and the service may keep
+//! one. Marked here, on the way out of every answer, so that no path can forget it.
 //!
 //! It does what tower-http's `SetSensitiveRequestHeaders`, `SetRequestId`, `Trace` and
 //! `PropagateRequestId` layers did together, in one service and one future, without copying the
@@ -15,7 +21,7 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::task::{Context, Poll, ready};
 
-use axum::http::{HeaderValue, Request, Response};
+use axum::http::{HeaderValue, Request, Response, header};
 use tokio::time::Instant;
 
 use super::{AUTH_HEADER_NAME, REQUEST_ID_NAME};
@@ -42,6 +48,10 @@ pin_project_lite::pin_project! {
         started: Option<Instant>,
     }
 }
+
+/// The longest request id taken from a client or proxy (UUIDs are 36 bytes, AWS's and Envoy's
+/// ids shorter still).
+pub const MAX_REQUEST_ID_LEN: usize = 128;
 
 static REQUEST_ID_PREFIX: OnceLock<[u8; 8]> = OnceLock::new();
 static REQUEST_COUNTER: AtomicU32 = AtomicU32::new(0);
@@ -75,8 +85,8 @@ where
             token.set_sensitive(true);
         }
         let id = match request.headers().get(REQUEST_ID_NAME) {
-            Some(id) => id.clone(),
-            None => new_request_id(),
+            Some(id) if acceptable_request_id(id) => id.clone(),
+            _ => new_request_id(),
         };
         let context = LogContext::new("http")
             .shown("request_id", id.to_str().unwrap_or("-"))
@@ -104,7 +114,10 @@ where
         let mut this = self.project();
         let mut response = ready!(this.inner.as_mut().poll(cx))?;
         if let Some(id) = this.id.take() {
-            response.headers_mut().insert(REQUEST_ID_NAME, id);
+            let headers = response.headers_mut();
+            headers.insert(REQUEST_ID_NAME, id);
+            headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
         }
         if let Some(started) = this.started {
             this.inner.context().enter(|| {
@@ -117,6 +130,13 @@ where
         }
         Poll::Ready(Ok(response))
     }
+}
+
+/// Whether a client's request id may be kept: 1 to [`MAX_REQUEST_ID_LEN`] bytes, each visible
+/// ASCII (`!` to `~`: no space, control character or byte above 127).
+fn acceptable_request_id(id: &HeaderValue) -> bool {
+    let id = id.as_bytes();
+    (1..=MAX_REQUEST_ID_LEN).contains(&id.len()) && id.iter().all(|b| b.is_ascii_graphic())
 }
 
 /// A new request id: 8 random base32 characters drawn once per process, then a counter (8 hex
@@ -189,5 +209,42 @@ mod tests {
             call(request).await.headers()[REQUEST_ID],
             "from-the-proxy-7"
         );
+    }
+
+    #[tokio::test]
+    async fn an_unusable_request_id_is_replaced_by_a_fresh_one() {
+        let longest = "x".repeat(MAX_REQUEST_ID_LEN);
+        let request = Request::builder()
+            .header(REQUEST_ID, &longest)
+            .body(())
+            .unwrap();
+        assert_eq!(call(request).await.headers()[REQUEST_ID], longest.as_str());
+        let too_long = "x".repeat(MAX_REQUEST_ID_LEN + 1);
+        let spaced = HeaderValue::from_static("two words");
+        let tabbed = HeaderValue::from_static("tab\tbed");
+        let high = HeaderValue::from_bytes("caf\u{e9}".as_bytes()).unwrap();
+        let empty = HeaderValue::from_static("");
+        for id in [
+            HeaderValue::from_str(&too_long).unwrap(),
+            spaced,
+            tabbed,
+            high,
+            empty,
+        ] {
+            let request = Request::builder()
+                .header(REQUEST_ID, id.clone())
+                .body(())
+                .unwrap();
+            let answered = call(request).await.headers()[REQUEST_ID].clone();
+            assert_ne!(answered, id);
+            assert_eq!(answered.len(), 16, "{answered:?} for {id:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn every_answer_is_marked_not_to_be_stored() {
+        let response = call(Request::new(())).await;
+        assert_eq!(response.headers()[header::CACHE_CONTROL], "no-store");
+        assert_eq!(response.headers()[header::PRAGMA], "no-cache");
     }
 }

@@ -30,6 +30,13 @@ pub struct Context {
 /// The most fields a context holds; more are not kept.
 pub const MAX_FIELDS: usize = 4;
 
+/// The most bytes of one field's value that are kept: what a client sends (a path, a method, a
+/// request id) is written at the head of every line of its request, so it is bounded here, once
+/// for every front, and the rest is marked cut (`…`). What a value may hold is the caller's to
+/// check (the edge keeps only visible-ASCII request ids; a path or method cannot hold a space
+/// or a control character; a tid is escaped), so that lines stay those `tracing` would write.
+pub const MAX_VALUE_LEN: usize = 256;
+
 /// A field: its name, how its value is written, and where the value ends in `values`.
 #[derive(Clone, Copy, Debug, Default)]
 struct Field {
@@ -87,7 +94,17 @@ impl Context {
             debug_assert!(false, "more than {MAX_FIELDS} fields in a log context");
             return self;
         };
-        self.values.push_str(value);
+        if value.len() <= MAX_VALUE_LEN {
+            self.values.push_str(value);
+        } else {
+            // Cut on a character boundary, the cut marked.
+            let mut end = MAX_VALUE_LEN;
+            while !value.is_char_boundary(end) {
+                end -= 1;
+            }
+            self.values.push_str(&value[..end]);
+            self.values.push('…');
+        }
         *field = Field {
             name,
             quoted,
@@ -206,5 +223,23 @@ mod tests {
             .wrap(async { tokio::spawn(async { current_fields() }).await.unwrap() })
             .await;
         assert_eq!(spawned, None);
+    }
+
+    #[test]
+    fn what_a_client_sends_is_bounded() {
+        let long = "/a".repeat(MAX_VALUE_LEN);
+        let context = Context::new("http")
+            .shown("path", &long)
+            .quoted("sn", &"é".repeat(MAX_VALUE_LEN))
+            .shown("request_id", "plain-7");
+        let values: Vec<_> = context
+            .fields()
+            .map(|(_, v)| v.as_str().to_owned())
+            .collect();
+        assert_eq!(values[0], format!("{}…", &long[..MAX_VALUE_LEN]));
+        // On a character boundary.
+        assert!(values[1].starts_with("éé") && values[1].ends_with('…'));
+        assert!(values[1].len() <= MAX_VALUE_LEN + '…'.len_utf8());
+        assert_eq!(values[2], "plain-7");
     }
 }

@@ -16,6 +16,9 @@ use super::meta::Checksums;
 
 /// Write buffer: large enough that a 1 GiB upload costs a few thousand write calls.
 const BUFFER: usize = 1 << 20;
+/// S3's largest PutObject body and largest part: 5 GiB (AWS S3 API reference, PutObject and
+/// UploadPart; "Amazon S3 multipart upload limits").
+pub const MAX_BODY: u64 = 5 << 30;
 
 /// What the client declared about the body.
 #[derive(Debug, Default)]
@@ -41,6 +44,14 @@ pub struct Received {
     pub checksums: Checksums,
 }
 
+/// `EntityTooLarge`, naming S3's limit.
+fn too_large() -> S3Error {
+    S3Error::with_message(
+        S3ErrorCode::EntityTooLarge,
+        "an object or part is at most 5 GiB (5368709120 bytes)",
+    )
+}
+
 /// Streams `body` to a temporary file and verifies it (see the module docs).
 pub async fn receive(
     disk: &Disk,
@@ -48,6 +59,13 @@ pub async fn receive(
     expected: Expected,
     trailers: Option<TrailingHeaders>,
 ) -> S3Result<Received> {
+    // Refused from the headers, before a byte is read or a file created.
+    if expected
+        .length
+        .is_some_and(|length| u64::try_from(length).map_or(true, |l| l > MAX_BODY))
+    {
+        return Err(too_large());
+    }
     let mut body = body.ok_or_else(|| S3Error::new(S3ErrorCode::IncompleteBody))?;
     let content_md5 = expected
         .content_md5
@@ -76,9 +94,13 @@ pub async fn receive(
                 "the request body was cut short",
             )
         })?;
+        size += chunk.len() as u64;
+        // A body of no declared length (chunked) is held to the same bound as it arrives.
+        if size > MAX_BODY {
+            return Err(too_large());
+        }
         md5.update(&chunk);
         hasher.update(&chunk);
-        size += chunk.len() as u64;
         writer
             .write_all(&chunk)
             .await

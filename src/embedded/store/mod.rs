@@ -23,6 +23,7 @@ mod body;
 mod cleanup;
 pub mod disk;
 pub mod keyring;
+mod listing;
 mod meta;
 mod multipart;
 mod objects;

@@ -1,21 +1,17 @@
 //! Objects: PutObject through a verified temporary file (see [`super::body`]) and an atomic
-//! commit; reads, listing and deletion for the administrator.
-
-use std::path::Path;
-use std::time::SystemTime;
+//! commit; reads and deletion for the administrator (listing: [`super::listing`]).
 
 use s3s::dto::{
-    self, CommonPrefix, DeleteObjectInput, DeleteObjectOutput, DeleteObjectsInput,
-    DeleteObjectsOutput, DeletedObject, ETag, GetObjectInput, GetObjectOutput, HeadObjectInput,
-    HeadObjectOutput, ListObjectsV2Input, ListObjectsV2Output, Object, PutObjectInput,
-    PutObjectOutput, StreamingBlob, Timestamp,
+    self, DeleteObjectInput, DeleteObjectOutput, DeleteObjectsInput, DeleteObjectsOutput,
+    DeletedObject, ETag, GetObjectInput, GetObjectOutput, HeadObjectInput, HeadObjectOutput,
+    PutObjectInput, PutObjectOutput, StreamingBlob, Timestamp,
 };
 use s3s::{S3Error, S3ErrorCode, S3Request, S3Response, S3Result};
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 use super::Store;
 use super::body::{self, hex};
-use super::disk::{Disk, Temp, check_key, io_error};
+use super::disk::{Temp, check_key, io_error};
 use super::meta::{Checksums, Headers, Meta, Version};
 
 /// What is known about an object on disk.
@@ -187,79 +183,6 @@ impl Store {
         }))
     }
 
-    pub(super) async fn list(
-        &self,
-        req: S3Request<ListObjectsV2Input>,
-    ) -> S3Result<S3Response<ListObjectsV2Output>> {
-        let input = req.input;
-        self.bucket_exists(&input.bucket)?;
-        let prefix = input.prefix.clone().unwrap_or_default();
-        let disk = self.disk.clone();
-        let bucket = input.bucket.clone();
-        let scan_prefix = prefix.clone();
-        let mut entries = tokio::task::spawn_blocking(move || {
-            let mut out = Vec::new();
-            walk(&disk, &bucket, &scan_prefix, &mut out).map(|()| out)
-        })
-        .await
-        .map_err(|e| S3Error::with_message(S3ErrorCode::InternalError, e.to_string()))?
-        .map_err(|e| io_error("listing", &e))?;
-        entries.sort_by(|a, b| a.key.cmp(&b.key));
-
-        let max_keys = usize::try_from(input.max_keys.unwrap_or(1000).clamp(0, 1000)).unwrap_or(0);
-        let marker = match (&input.continuation_token, &input.start_after) {
-            (Some(t), Some(s)) => Some(t.max(s).clone()),
-            (Some(t), None) => Some(t.clone()),
-            (None, s) => s.clone(),
-        };
-        let delimiter = input.delimiter.clone().filter(|d| !d.is_empty());
-        let mut contents = Vec::new();
-        let mut prefixes: Vec<String> = Vec::new();
-        let mut last: Option<String> = None;
-        let mut truncated = false;
-        for entry in entries {
-            let group = delimiter.as_deref().and_then(|d| {
-                let rest = &entry.key[prefix.len()..];
-                rest.find(d)
-                    .map(|i| entry.key[..prefix.len() + i + d.len()].to_owned())
-            });
-            let name = group.as_deref().unwrap_or(&entry.key);
-            if marker.as_deref().is_some_and(|m| name <= m) || last.as_deref() == Some(name) {
-                continue;
-            }
-            if contents.len() + prefixes.len() >= max_keys {
-                truncated = true;
-                break;
-            }
-            last = Some(name.to_owned());
-            match group {
-                Some(group) => prefixes.push(group),
-                None => contents.push(entry.object()),
-            }
-        }
-        let count = contents.len() + prefixes.len();
-        Ok(S3Response::new(ListObjectsV2Output {
-            key_count: Some(i32::try_from(count).unwrap_or(i32::MAX)),
-            max_keys: Some(i32::try_from(max_keys).unwrap_or(1000)),
-            is_truncated: Some(truncated),
-            contents: (!contents.is_empty()).then_some(contents),
-            common_prefixes: (!prefixes.is_empty()).then(|| {
-                prefixes
-                    .into_iter()
-                    .map(|p| CommonPrefix { prefix: Some(p) })
-                    .collect()
-            }),
-            next_continuation_token: if truncated { last } else { None },
-            continuation_token: input.continuation_token,
-            delimiter: input.delimiter,
-            encoding_type: input.encoding_type,
-            name: Some(input.bucket),
-            prefix: input.prefix,
-            start_after: input.start_after,
-            ..Default::default()
-        }))
-    }
-
     /// `NoSuchBucket` unless the bucket exists.
     pub(super) fn bucket_exists(&self, bucket: &str) -> S3Result<()> {
         if s3s::path::check_bucket_name(bucket) && self.disk.bucket(bucket).is_dir() {
@@ -321,88 +244,6 @@ impl Store {
         }
         Ok(())
     }
-}
-
-/// One object found by [`walk`].
-struct Entry {
-    key: String,
-    size: u64,
-    modified: Option<SystemTime>,
-    etag: Option<String>,
-}
-
-impl Entry {
-    fn object(self) -> Object {
-        Object {
-            key: Some(self.key),
-            size: Some(i64::try_from(self.size).unwrap_or(i64::MAX)),
-            last_modified: self.modified.map(Timestamp::from),
-            e_tag: self.etag.map(ETag::Strong),
-            ..Default::default()
-        }
-    }
-}
-
-/// Every object of `bucket` whose key starts with `prefix`, reading only the directories that
-/// can hold one.
-fn walk(disk: &Disk, bucket: &str, prefix: &str, out: &mut Vec<Entry>) -> std::io::Result<()> {
-    let base = disk.bucket(bucket);
-    let start = prefix.rfind('/').map_or("", |i| &prefix[..i]);
-    if check_key(start).is_err() && !start.is_empty() {
-        return Ok(());
-    }
-    let dir = if start.is_empty() {
-        base.clone()
-    } else {
-        base.join(start)
-    };
-    walk_dir(disk, bucket, &dir, start, prefix, out)
-}
-
-fn walk_dir(
-    disk: &Disk,
-    bucket: &str,
-    dir: &Path,
-    rel: &str,
-    prefix: &str,
-    out: &mut Vec<Entry>,
-) -> std::io::Result<()> {
-    let entries = match std::fs::read_dir(dir) {
-        Ok(entries) => entries,
-        Err(e) if matches!(e.raw_os_error(), Some(2 | 20)) => return Ok(()),
-        Err(e) => return Err(e),
-    };
-    for entry in entries {
-        let entry = entry?;
-        let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
-            continue;
-        };
-        let key = if rel.is_empty() {
-            name
-        } else {
-            format!("{rel}/{name}")
-        };
-        let kind = entry.file_type()?;
-        if kind.is_dir() {
-            let could_match = key.starts_with(prefix) || prefix.starts_with(&format!("{key}/"));
-            if could_match {
-                walk_dir(disk, bucket, &entry.path(), &key, prefix, out)?;
-            }
-        } else if kind.is_file() && key.starts_with(prefix) {
-            let stat = entry.metadata()?;
-            let etag = std::fs::read(disk.meta(bucket, &key))
-                .ok()
-                .and_then(|bytes| Meta::parse_for(&bytes, &stat))
-                .map(|m| m.etag);
-            out.push(Entry {
-                key,
-                size: stat.len(),
-                modified: stat.modified().ok(),
-                etag,
-            });
-        }
-    }
-    Ok(())
 }
 
 /// The MD5 of a file, hex: the ETag of an object whose metadata do not describe it.
