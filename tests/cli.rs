@@ -47,11 +47,21 @@ async fn token_generates_the_secret_once_and_signs_with_it() {
         stsgate::auth::Verifier::new(&Secret::new(secret.trim()), &AuthConfig::default())
             .expect("verifier");
     assert_eq!(
-        verifier.verify(&first).await.expect("valid").workspace_id,
+        verifier
+            .verify(&first)
+            .await
+            .expect("valid")
+            .workspace()
+            .to_owned(),
         "ws-1"
     );
     assert_eq!(
-        verifier.verify(&second).await.expect("valid").workspace_id,
+        verifier
+            .verify(&second)
+            .await
+            .expect("valid")
+            .workspace()
+            .to_owned(),
         "ws-2"
     );
     let bad = stsgate(dir.path())

@@ -1,9 +1,11 @@
 //! HTTP as users measure it: `wrk`, in its own process, against the `stsgate` binary as
 //! `stsgate serve` runs (its log on a file, info level with a line per credential handed out,
 //! rate limits on) and against a bare axum handler in this process answering the same bytes, in
-//! alternating rounds. The default run asks as 20,000 distinct pilots (tokens with distinct
-//! subjects for one workspace), so that no rate limit trips; the quiet run has logging at warn,
-//! rate limits off and one token.
+//! alternating rounds. The default configuration is asked by fleets of 30,000, 100,000 and
+//! 200,000 distinct pilots (tokens with distinct subjects for one workspace, each asking a few
+//! times a minute, so that no rate limit trips), after one unmeasured round in which the
+//! service first sees every token; the quiet run has logging at warn, rate limits off and one
+//! token. The service's RSS after the rounds shows what it keeps per pilot.
 
 use std::io::Write;
 use std::path::Path;
@@ -19,7 +21,7 @@ const SECRET: &str = "stsgate-bench-wrk-secret-0123456789abcdef";
 
 /// One configuration of the service under load.
 struct Variant {
-    name: &'static str,
+    name: String,
     env: &'static [(&'static str, &'static str)],
     pilots: usize,
 }
@@ -28,22 +30,24 @@ pub async fn run(scale: &Scale) -> Vec<String> {
     if Command::new("wrk").arg("--version").output().is_err() {
         return vec!["wrk: skipped (wrk is not installed: apt install wrk)".to_owned()];
     }
-    let variants = [
-        Variant {
-            name: "default configuration (info log, rate limits on), distinct pilots",
+    let mut variants: Vec<Variant> = scale
+        .wrk_fleets
+        .iter()
+        .map(|&pilots| Variant {
+            name: "default configuration (info log, rate limits on), distinct pilots".to_owned(),
             env: &[],
-            pilots: scale.wrk_pilots,
-        },
-        Variant {
-            name: "log at warn, rate limits off, one token",
-            env: &[
-                ("STSGATE_LOG__FILTER", "warn"),
-                ("STSGATE_LIMITS__SUBJECT_PER_MINUTE", "0"),
-                ("STSGATE_LIMITS__DEVICE_PER_MINUTE", "0"),
-            ],
-            pilots: 1,
-        },
-    ];
+            pilots,
+        })
+        .collect();
+    variants.push(Variant {
+        name: "log at warn, rate limits off, one token".to_owned(),
+        env: &[
+            ("STSGATE_LOG__FILTER", "warn"),
+            ("STSGATE_LIMITS__SUBJECT_PER_MINUTE", "0"),
+            ("STSGATE_LIMITS__DEVICE_PER_MINUTE", "0"),
+        ],
+        pilots: 1,
+    });
     let mut lines = vec![format!(
         "wrk (own process, 1 thread, {} connections, {:?} rounds) against the stsgate binary and a bare axum handler, alternating",
         scale.wrk_connections, scale.wrk_round
@@ -110,6 +114,10 @@ async fn measure(scale: &Scale, variant: &Variant) -> Vec<String> {
     let mut service_cpu = Vec::new();
     let mut bare_cpu = Vec::new();
     let mut refused = 0;
+    if variant.pilots > 1 {
+        // Every token seen once (and verified) before anything is measured.
+        refused += wrk(scale, &script, &service_url, child.id()).await.non_2xx;
+    }
     for _ in 0..scale.wrk_rounds {
         let round = wrk(scale, &script, &service_url, child.id()).await;
         service_rps.push(round.rps);
@@ -119,6 +127,7 @@ async fn measure(scale: &Scale, variant: &Variant) -> Vec<String> {
         bare_rps.push(round.rps);
         bare_cpu.push(round.cpu_us_per_request);
     }
+    let rss_mib = rss_kib(child.id()) as f64 / 1024.0;
     let _ = child.kill();
     let _ = child.wait();
     let ratios: Vec<f64> = service_rps
@@ -157,7 +166,21 @@ async fn measure(scale: &Scale, variant: &Variant) -> Vec<String> {
             median(&service_cpu),
             median(&bare_cpu)
         ),
+        format!("    service RSS after the rounds: {rss_mib:.1} MiB"),
     ]
+}
+
+/// Resident set size of process `pid`, in KiB (`/proc/{pid}/status`, `VmRSS`).
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|status| {
+            status.lines().find_map(|l| {
+                l.strip_prefix("VmRSS:")
+                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            })
+        })
+        .unwrap_or(0)
 }
 
 /// `values` with `decimals` digits after the point, separated by " / ".

@@ -8,6 +8,6 @@ mod keys;
 mod secret_file;
 
 pub use error::Error;
-pub use jwt::{Claims, Verifier, mint};
+pub use jwt::{Claims, Pilot, Verifier, mint};
 pub use keys::{NotAPublicKey, PublicKeys};
 pub use secret_file::{SetupError, load_or_generate, read_secret_file};

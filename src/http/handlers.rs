@@ -51,12 +51,12 @@ pub async fn sts_answer(
                 .map_err(|_| auth::Error::Malformed("header is not visible ASCII".to_owned()))
         })
         .map_err(|e| ApiError::unauthorized(&e))?;
-    let claims = state.verifier.verify(token).await.map_err(|e| match e {
+    let pilot = state.verifier.verify(token).await.map_err(|e| match e {
         // The identity provider is away: not the pilot's fault, so no 401 (which logs out).
         auth::Error::KeysUnavailable => ApiError::new(ResultCode::Unavailable, e.to_string()),
         e => ApiError::unauthorized(&e),
     })?;
-    if claims.workspace_id != workspace {
+    if pilot.workspace() != workspace {
         return Err(ApiError::new(
             ResultCode::Forbidden,
             "the token is for another workspace than the one in the path",
@@ -66,7 +66,7 @@ pub async fn sts_answer(
         .gateway
         .credentials(Request::Pilot {
             workspace,
-            subject: claims.subject(),
+            subject: pilot.subject(),
         })
         .await?;
     // From the credential's rendering made once, in a buffer of the exact size.

@@ -22,11 +22,14 @@ fn verifier(issuer: Option<&str>) -> Verifier {
 
 #[tokio::test]
 async fn dji_demo_tokens_verify() {
-    let claims = verifier(None)
+    let pilot = verifier(None)
         .verify(DEMO_VALID)
         .await
         .expect("valid demo token");
-    assert_eq!(claims.workspace_id, "e3dea0f5-37f2-4d79-ae58-490af3228069");
+    assert_eq!(pilot.workspace(), "e3dea0f5-37f2-4d79-ae58-490af3228069");
+    assert_eq!(pilot.subject(), "pilot");
+    assert_eq!(pilot.exp, 4_102_444_800);
+    let claims = verifier(None).verify_now(DEMO_VALID).await.expect("valid");
     assert_eq!(claims.username.as_deref(), Some("pilot"));
     assert_eq!(claims.user_type.as_deref(), Some("2"));
     assert_eq!(claims.subject(), "pilot");
@@ -35,7 +38,10 @@ async fn dji_demo_tokens_verify() {
 
 #[tokio::test]
 async fn numeric_custom_claims_are_tolerated() {
-    let claims = verifier(None).verify(NUMERIC_CLAIMS).await.expect("valid");
+    let claims = verifier(None)
+        .verify_now(NUMERIC_CLAIMS)
+        .await
+        .expect("valid");
     assert_eq!(claims.user_type.as_deref(), Some("2"));
     assert_eq!(claims.id.as_deref(), Some("42"));
 }
@@ -80,11 +86,16 @@ async fn tampered_payloads_fail_the_signature() {
 async fn minted_tokens_verify_and_carry_the_workspace() {
     let secret = Secret::new("CloudApiSample");
     let token = mint(&secret, "ws-1", "ops", Duration::from_secs(60), Some("DJI")).expect("minted");
-    let claims = verifier(Some("DJI"))
+    let pilot = verifier(Some("DJI"))
         .verify(&token)
         .await
         .expect("verifies");
-    assert_eq!(claims.workspace_id, "ws-1");
+    assert_eq!(pilot.workspace(), "ws-1");
+    assert_eq!(pilot.subject(), "ops");
+    let claims = verifier(Some("DJI"))
+        .verify_now(&token)
+        .await
+        .expect("verifies");
     assert_eq!(claims.exp - claims.iat.unwrap_or_default(), 60);
     let expired = mint(&secret, "ws-1", "ops", Duration::ZERO, None).expect("minted");
     let strict = Verifier::new(
@@ -181,7 +192,7 @@ async fn a_fleet_of_twenty_thousand_pilots_is_remembered_within_its_bound() {
     // memory used to be cleared at 10,000 tokens, so a larger fleet was verified every time).
     let forgotten = tokens
         .iter()
-        .filter(|t| !verifier.verified.contains_key(t.as_str()))
+        .filter(|t| !verifier.verified.contains_key(&verifier.key_of(t)))
         .count();
     assert_eq!(forgotten, 0, "of 20,000 tokens");
     // Tokens of 64 KiB each: the memory stays within its bound and keeps answering.
@@ -202,4 +213,59 @@ async fn a_fleet_of_twenty_thousand_pilots_is_remembered_within_its_bound() {
         "{} bytes remembered",
         verifier.verified.weight()
     );
+}
+
+/// The memory's bound holds 200,000 pilots of the DJI demo's shape (a UUID workspace, a short
+/// user name): past its bound every request of a larger fleet would be verified anew.
+#[test]
+fn two_hundred_thousand_pilots_fit_the_memory() {
+    let verifier = verifier(None);
+    let workspace = "e3dea0f5-37f2-4d79-ae58-490af3228069";
+    for i in 0..200_000_u32 {
+        let claims = Claims {
+            workspace_id: workspace.to_owned(),
+            username: Some(format!("pilot-{i}")),
+            ..serde_json::from_str(r#"{"workspace_id":"","exp":4102444800}"#).unwrap()
+        };
+        let key = verifier.key_of(&format!("token-{i}"));
+        verifier.verified.insert(
+            key,
+            Remembered {
+                pilot: Pilot::of(&claims),
+                verified_at: 0,
+            },
+        );
+    }
+    let kept = (0..200_000_u32)
+        .filter(|i| {
+            verifier
+                .verified
+                .contains_key(&verifier.key_of(&format!("token-{i}")))
+        })
+        .count();
+    assert_eq!(kept, 200_000);
+    assert!(verifier.verified.weight() <= VERIFIED_BYTES);
+}
+
+#[tokio::test]
+async fn a_long_subject_is_bounded_and_stays_apart() {
+    let secret = Secret::new("CloudApiSample");
+    let verifier = Verifier::new(&secret, &AuthConfig::default()).expect("verifier");
+    let long = "名".repeat(4000);
+    let mut seen = Vec::new();
+    for suffix in ["a", "b"] {
+        let name = format!("{long}{suffix}");
+        let token = mint(&secret, "ws", &name, Duration::from_secs(60), None).expect("token");
+        let pilot = verifier.verify(&token).await.expect("valid");
+        assert!(
+            pilot.subject().len() <= MAX_SUBJECT_LEN,
+            "{}",
+            pilot.subject()
+        );
+        assert!(pilot.subject().starts_with("名名"), "{}", pilot.subject());
+        assert_eq!(pilot.workspace(), "ws");
+        seen.push(pilot.subject().to_owned());
+    }
+    assert_ne!(seen[0], seen[1], "two long subjects stay two");
+    assert_eq!(bounded_subject("pilot-7"), "pilot-7");
 }
