@@ -173,6 +173,44 @@ fn a_bad_value_fails_start_up_naming_the_key() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent.toml"));
 }
 
+/// The operator's file as they named it, one line a problem, all of them, and nothing created.
+#[test]
+fn a_file_with_five_mistakes_reports_all_five_and_starts_nothing() {
+    let dir = tempfile::tempdir().expect("dir");
+    std::fs::write(
+        dir.path().join("c.toml"),
+        "[storage]\nprovder = \"aws\"\nduration = \"soon\"\n[http]\nlisten = \"localhost\"\n\
+         max_connections = -3\n[limits]\ndevice_burst = \"ten\"\n",
+    )
+    .unwrap();
+    let data = dir.path().join("data");
+    let out = stsgate(&data)
+        .current_dir(dir.path())
+        .args(["--config", "c.toml", "serve"])
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(78));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let problems: Vec<_> = stderr
+        .lines()
+        .filter(|l| l.starts_with("  - c.toml line "))
+        .collect();
+    assert_eq!(problems.len(), 5, "{stderr}");
+    for (line, key) in [
+        (2, "storage.provder"),
+        (3, "storage.duration"),
+        (5, "http.listen"),
+        (6, "http.max_connections"),
+        (8, "limits.device_burst"),
+    ] {
+        assert!(
+            stderr.contains(&format!("  - c.toml line {line}: {key}: ")),
+            "{key} in\n{stderr}"
+        );
+    }
+    assert!(!data.exists(), "a refused start created {}", data.display());
+}
+
 #[test]
 fn a_taken_broker_port_is_explained() {
     let dir = tempfile::tempdir().expect("dir");
@@ -403,7 +441,7 @@ async fn json_logs_are_one_object_per_line_with_each_requests_context() {
             served.http
         ))
         .header("x-auth-token", &token)
-        .header("x-request-id", r#"probe "7" {}"#)
+        .header("x-request-id", r#"probe"7"{}"#)
         .send()
         .await
         .expect("answers");
@@ -446,7 +484,7 @@ async fn json_logs_are_one_object_per_line_with_each_requests_context() {
         serde_json::json!({
             "method": "POST",
             "path": "/storage/api/v1/workspaces/default/sts",
-            "request_id": r#"probe "7" {}"#,
+            "request_id": r#"probe"7"{}"#,
             "name": "http",
         }),
         "{http}"

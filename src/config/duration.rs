@@ -44,10 +44,9 @@ pub mod optional {
 
 /// A value that is not a duration.
 #[derive(Debug, thiserror::Error)]
-#[error("`{text}` is not a duration ({source}); try \"90s\", \"15m\" or \"1h\"")]
+#[error("{text:?} is not a duration like \"90s\", \"15m\" or \"1h\"")]
 pub struct NotADuration {
     text: String,
-    source: humantime::DurationError,
 }
 
 /// Parses a duration as config accepts it.
@@ -56,10 +55,7 @@ pub fn parse(s: &str) -> Result<Duration, NotADuration> {
     if let Ok(secs) = s.parse::<u64>() {
         return Ok(Duration::from_secs(secs));
     }
-    humantime::parse_duration(s).map_err(|source| NotADuration {
-        text: s.to_owned(),
-        source,
-    })
+    humantime::parse_duration(s).map_err(|_| NotADuration { text: s.to_owned() })
 }
 
 struct DurationVisitor;

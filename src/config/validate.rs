@@ -6,18 +6,32 @@ use super::Config;
 use crate::domain::{PrefixTemplate, WorkspaceId};
 use crate::protocol::mqtt::valid_sn;
 
-/// One bad key.
+/// One bad key, in the operator's words: `c.toml line 2: storage.duration: "soon" is not a
+/// duration; e.g. duration = "1h"`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Problem {
     /// The key path, e.g. `storage.bucket`.
     pub key: String,
     /// Why its value is unusable.
     pub reason: String,
+    /// Where the value came from: `c.toml line 2`, `STSGATE_STORAGE__DURATION`, `--http-listen`;
+    /// `None` for a default.
+    pub origin: Option<String>,
+    /// A good value, written as that source writes it.
+    pub example: Option<String>,
 }
 
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.key, self.reason)
+        if let Some(origin) = &self.origin {
+            write!(f, "{origin}: ")?;
+        }
+        write!(f, "{}: {}", self.key, self.reason)?;
+        if let Some(example) = &self.example {
+            let sep = if self.reason.ends_with('?') { "" } else { ";" };
+            write!(f, "{sep} e.g. {example}")?;
+        }
+        Ok(())
     }
 }
 
@@ -40,6 +54,8 @@ impl Problems {
         self.0.push(Problem {
             key: key.into(),
             reason: reason.into(),
+            origin: None,
+            example: None,
         });
     }
 }

@@ -1,14 +1,18 @@
 //! Loading: defaults < TOML file < environment < flags. Sources are passed in as a value, so tests
-//! never touch the process environment.
+//! never touch the process environment. A configuration that cannot be used is reported whole,
+//! one problem a line, each in the operator's words (`report`).
 
 use std::path::PathBuf;
 
-use figment::Figment;
 use figment::providers::{Format, Serialized, Toml};
 use figment::value::{Dict, Value};
+use figment::{Figment, Provider};
 
 use super::Config;
 use super::validate::{Problem, validate};
+use report::{Origin, Origins};
+
+mod report;
 
 /// Prefix of configuration environment variables: `STSGATE_HTTP__LISTEN` is `http.listen`.
 pub const ENV_PREFIX: &str = "STSGATE_";
@@ -34,10 +38,10 @@ pub struct Sources {
     pub flags: Vec<(String, String)>,
 }
 
-/// A configuration that cannot be used. The message names the key and why.
+/// A configuration that cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// The file is missing or unreadable.
+    /// The file is missing, unreadable or not TOML.
     #[error("config file {path}: {reason}")]
     File {
         /// The path given.
@@ -45,50 +49,72 @@ pub enum Error {
         /// What is wrong.
         reason: String,
     },
-    /// A secret was written in the file.
-    #[error(
-        "config file {path}: `{key}` is a secret and may not be written in the file; set it with \
-         the environment variable {env} or point `{key}_file` at a file only the service can read"
-    )]
-    SecretInFile {
-        /// The file.
-        path: PathBuf,
-        /// The key.
-        key: &'static str,
-        /// The environment variable to use instead.
-        env: String,
-    },
-    /// A value has the wrong type or shape, or a key is unknown.
-    #[error("{0}")]
-    Parse(String),
-    /// Values that parse but make no sense.
-    #[error("invalid configuration:\n{}", list(.0))]
+    /// Every problem found, each naming its key, where it came from, what is wrong and an
+    /// example of a good value.
+    #[error("invalid configuration ({} problem{}):\n{}", .0.len(), if .0.len() == 1 { "" } else { "s" }, list(.0))]
     Invalid(Vec<Problem>),
 }
 
-/// Loads and validates the configuration.
+/// The most problems gathered from one configuration: each is found by extracting again without
+/// the keys already found bad.
+const MAX_PROBLEMS: usize = 64;
+
+/// Loads and validates the configuration: every problem of every source is reported at once.
 pub fn load(sources: &Sources) -> Result<Config, Error> {
     let base = match sources.file {
         Some(_) => Config::default(),
         None => Config::embedded_default(),
     };
-    let mut figment = Figment::from(Serialized::defaults(base));
+    let mut origins = Origins::default();
+    let mut problems = Vec::new();
+    let mut data = Dict::new();
     if let Some(path) = &sources.file {
-        figment = figment.merge(file(path)?);
+        let (dict, file_problems) = file(path, &mut origins)?;
+        problems.extend(file_problems);
+        data = merge(data, dict);
     }
-    figment = figment
-        .merge(Serialized::defaults(dict(env_pairs(&sources.env))))
-        .merge(Serialized::defaults(dict(
-            sources.flags.iter().map(|(k, v)| (k.clone(), v.clone())),
-        )));
-    let config: Config = figment
-        .extract_lossy()
-        .map_err(|e| Error::Parse(render(e)))?;
-    let problems = validate(&config);
-    if problems.is_empty() {
-        Ok(config)
-    } else {
-        Err(Error::Invalid(problems))
+    for (name, key, value) in env_pairs(&sources.env) {
+        origins.set(&key, Origin::Env(name.to_owned()));
+        data = merge(data, nested(&key, value));
+    }
+    for (key, value) in &sources.flags {
+        origins.set(key, Origin::Flag(key.replace(['.', '_'], "-")));
+        data = merge(data, nested(key, value.clone()));
+    }
+    let defaults = Figment::from(Serialized::defaults(&base));
+    let config = loop {
+        let figment = defaults.clone().merge(Serialized::defaults(data.clone()));
+        let errors = match figment.extract_lossy::<Config>() {
+            Ok(config) => break Some(config),
+            Err(errors) => errors,
+        };
+        let mut progress = false;
+        for error in errors {
+            let problem = report::parse_problem(&error, &data, &origins, &defaults);
+            progress |= remove(&mut data, &problem.key);
+            problems.push(problem);
+        }
+        if !progress || problems.len() >= MAX_PROBLEMS {
+            break None;
+        }
+    };
+    if let Some(config) = &config {
+        for mut problem in validate(config) {
+            if problems.iter().any(|p| p.key == problem.key) {
+                continue;
+            }
+            problem.origin = origins.of(&problem.key);
+            problems.push(problem);
+        }
+    }
+    match config {
+        Some(config) if problems.is_empty() => Ok(config),
+        _ => {
+            // In the order the operator reads them: the file by line, then the environment,
+            // then the flags.
+            problems.sort_by_key(|p| origins.order(&p.key));
+            Err(Error::Invalid(problems))
+        }
     }
 }
 
@@ -100,7 +126,9 @@ pub fn env_name(key: &str) -> String {
     )
 }
 
-fn file(path: &PathBuf) -> Result<figment::providers::Data<Toml>, Error> {
+/// The file's keys as a dictionary, where each was written (`origins`), and a problem for each
+/// secret written in it (left out of the dictionary, its value never shown).
+fn file(path: &PathBuf, origins: &mut Origins) -> Result<(Dict, Vec<Problem>), Error> {
     let err = |reason: String| Error::File {
         path: path.clone(),
         reason,
@@ -110,22 +138,40 @@ fn file(path: &PathBuf) -> Result<figment::providers::Data<Toml>, Error> {
         return Err(err("not a regular file".to_owned()));
     }
     let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
-    let only_file = Figment::from(Toml::string(&text));
-    if let Some(key) = SECRET_KEYS.iter().find(|k| only_file.find_value(k).is_ok()) {
-        return Err(Error::SecretInFile {
-            path: path.clone(),
-            key,
-            env: env_name(key),
-        });
+    let document = toml_edit::ImDocument::parse(text.as_str())
+        .map_err(|e| err(format!("not TOML: {}", e.to_string().trim_end())))?;
+    let mut dict = Toml::string(&text)
+        .data()
+        .map_err(|e| err(format!("not TOML: {e}")))?
+        .remove(&figment::Profile::Default)
+        .unwrap_or_default();
+    origins.file(path, &text, document.as_table(), "");
+    let mut problems = Vec::new();
+    for key in SECRET_KEYS {
+        if remove(&mut dict, key) {
+            problems.push(Problem {
+                key: (*key).to_owned(),
+                reason: format!(
+                    "is a secret and may not be written in the file; set it with the \
+                     environment variable {} or point `{key}_file` at a file only the service \
+                     can read",
+                    env_name(key)
+                ),
+                origin: origins.of(key),
+                example: None,
+            });
+        }
     }
-    Ok(Toml::file_exact(path))
+    Ok((dict, problems))
 }
 
-fn env_pairs(env: &[(String, String)]) -> impl Iterator<Item = (String, String)> + '_ {
+/// `STSGATE_*` variables as (name as written, key path, value).
+fn env_pairs(env: &[(String, String)]) -> impl Iterator<Item = (&str, String, String)> + '_ {
     env.iter()
         .filter(|(k, _)| k.starts_with(ENV_PREFIX) && !NOT_KEYS.contains(&k.as_str()))
         .map(|(k, v)| {
             (
+                k.as_str(),
                 k[ENV_PREFIX.len()..]
                     .to_ascii_lowercase()
                     .replace("__", "."),
@@ -134,16 +180,23 @@ fn env_pairs(env: &[(String, String)]) -> impl Iterator<Item = (String, String)>
         })
 }
 
-/// Nests `a.b = v` pairs into a dictionary of string values; numbers and booleans are read from
-/// strings by the lossy extraction, as figment's own environment provider does.
-fn dict(pairs: impl Iterator<Item = (String, String)>) -> Dict {
-    let mut dict = Dict::new();
-    for (key, value) in pairs {
-        if let Some(nested) = figment::util::nest(&key, Value::from(value)).into_dict() {
-            dict = merge(dict, nested);
-        }
+/// `a.b = value` as a dictionary of a string value; numbers and booleans are read from strings
+/// by the lossy extraction, as figment's own environment provider does.
+fn nested(key: &str, value: String) -> Dict {
+    figment::util::nest(key, Value::from(value))
+        .into_dict()
+        .unwrap_or_default()
+}
+
+/// Removes `key` (a dotted path) from `dict`; whether it was there.
+fn remove(dict: &mut Dict, key: &str) -> bool {
+    match key.split_once('.') {
+        None => dict.remove(key).is_some(),
+        Some((head, rest)) => match dict.get_mut(head) {
+            Some(Value::Dict(_, inner)) => remove(inner, rest),
+            _ => false,
+        },
     }
-    dict
 }
 
 fn merge(mut into: Dict, from: Dict) -> Dict {
@@ -155,14 +208,6 @@ fn merge(mut into: Dict, from: Dict) -> Dict {
         into.insert(k, merged);
     }
     into
-}
-
-fn render(error: figment::Error) -> String {
-    error
-        .into_iter()
-        .map(|e| e.to_string())
-        .collect::<Vec<_>>()
-        .join("\n")
 }
 
 fn list(problems: &[Problem]) -> String {

@@ -271,3 +271,119 @@ fn debug_of_config_hides_secrets() {
         );
     }
 }
+
+/// Five different mistakes in one file, two in the environment and one flag: every one is
+/// reported, in the operator's words, each with where it was written.
+#[test]
+fn every_mistake_is_reported_in_the_operators_words() {
+    let f = toml_file(
+        "[storage]\nprovder = \"aws\"\nduration = \"soon\"\n\n[http]\nlisten = \"localhost\"\n\
+         max_connections = \"many\"\n\n[strage]\nregion = \"x\"\n",
+    );
+    let err = load(&Sources {
+        file: Some(f.path().to_path_buf()),
+        env: env(&[
+            ("STSGATE_LIMITS__DEVICE_PER_MINUT", "5"),
+            ("STSGATE_MQTT__EMBEDDED_MAX_SESSIONS", "lots"),
+        ]),
+        flags: vec![("storage.local.listen".to_owned(), "nowhere".to_owned())],
+    })
+    .expect_err("refused");
+    let Error::Invalid(problems) = &err else {
+        panic!("{err:?}");
+    };
+    let name = f.path().display().to_string();
+    let want = [
+        (
+            format!("{name} line 2"),
+            "storage.provder",
+            "did you mean `provider`?",
+        ),
+        (
+            format!("{name} line 3"),
+            "storage.duration",
+            "\"soon\" is not a duration",
+        ),
+        (
+            format!("{name} line 6"),
+            "http.listen",
+            "\"localhost\" is not an address and port",
+        ),
+        (
+            format!("{name} line 7"),
+            "http.max_connections",
+            "\"many\" is not a whole number",
+        ),
+        (
+            format!("{name} line 9"),
+            "strage",
+            "did you mean `storage`?",
+        ),
+        (
+            "STSGATE_LIMITS__DEVICE_PER_MINUT".to_owned(),
+            "limits.device_per_minut",
+            "did you mean `device_per_minute`?",
+        ),
+        (
+            "STSGATE_MQTT__EMBEDDED_MAX_SESSIONS".to_owned(),
+            "mqtt.embedded_max_sessions",
+            "\"lots\" is not a whole number",
+        ),
+        (
+            "--storage-local-listen".to_owned(),
+            "storage.local.listen",
+            "\"nowhere\" is not an address and port",
+        ),
+    ];
+    assert_eq!(problems.len(), want.len(), "{err}");
+    for (problem, (origin, key, says)) in problems.iter().zip(&want) {
+        assert_eq!(
+            problem.origin.as_deref(),
+            Some(origin.as_str()),
+            "{problem}"
+        );
+        assert_eq!(problem.key, *key, "{problem}");
+        assert!(problem.reason.contains(says), "{problem} should say {says}");
+    }
+    // Good values as each source writes them.
+    let text = err.to_string();
+    for example in [
+        "e.g. provider = \"local\"",
+        "e.g. duration = \"1h\"",
+        "e.g. STSGATE_LIMITS__DEVICE_PER_MINUTE=60",
+        "e.g. --storage-local-listen 127.0.0.1:9000",
+    ] {
+        assert!(text.contains(example), "{example} in\n{text}");
+    }
+    // One line a problem, and nothing of the implementation.
+    assert_eq!(text.lines().count(), 1 + want.len(), "{text}");
+    for internal in [
+        "default.", "src/", ".rs:", "alloc::", "u32", "usize", "BTreeMap", "Option<",
+    ] {
+        assert!(!text.contains(internal), "`{internal}` in\n{text}");
+    }
+}
+
+#[test]
+fn a_value_of_the_wrong_shape_and_a_secret_in_the_file_are_reported_with_the_rest() {
+    let f = toml_file("storage = 5\n\n[auth]\njwt_secret = \"file-secret-value\"\nleeway = true\n");
+    let err = load(&Sources {
+        file: Some(f.path().to_path_buf()),
+        ..Sources::default()
+    })
+    .expect_err("refused");
+    let text = err.to_string();
+    assert!(
+        text.contains("line 1: storage: `5` is not a table"),
+        "{text}"
+    );
+    assert!(
+        text.contains("line 4: auth.jwt_secret: is a secret"),
+        "{text}"
+    );
+    assert!(
+        text.contains("line 5: auth.leeway: `true` is not a duration"),
+        "{text}"
+    );
+    assert!(!text.contains("file-secret-value"), "{text}");
+}
