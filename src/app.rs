@@ -88,6 +88,25 @@ pub enum Error {
     },
 }
 
+/// Binds every listener this configuration opens, and lets each go again at once: a start that
+/// cannot listen (another broker on 1883, say) fails before it creates or generates anything — the
+/// data dir, the JWT secret, the store's administrator key (shown only by the start that makes
+/// it), the broker's users — so the next start shows what a first start shows.
+fn check_listeners(config: &Config) -> Result<(), Error> {
+    let bind = |addr: SocketAddr| std::net::TcpListener::bind(addr).map(drop);
+    let http = config.http.listen;
+    bind(http).map_err(|error| Error::Http { addr: http, error })?;
+    if config.mqtt.url.is_none() {
+        let addr = config.mqtt.embedded_listen;
+        bind(addr).map_err(|error| crate::embedded::broker::Error::Bind { addr, error })?;
+    }
+    if config.storage.provider == crate::domain::ProviderKind::Local {
+        let addr = config.storage.local.listen;
+        bind(addr).map_err(|error| crate::embedded::store::Error::Bind { addr, error })?;
+    }
+    Ok(())
+}
+
 /// A running service.
 pub struct Service {
     /// Where the HTTP API listens.
@@ -116,6 +135,7 @@ impl Service {
     /// Starts everything; returns once the listeners are bound (the MQTT session connects in the
     /// background: see [`Service::wait_ready`]).
     pub async fn start(mut config: Config) -> Result<Self, Error> {
+        check_listeners(&config)?;
         crate::files::create_private_dir(&config.data_dir).map_err(|source| Error::DataDir {
             path: config.data_dir.clone(),
             source,

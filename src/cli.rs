@@ -91,6 +91,25 @@ struct TokenArgs {
 /// Exit code for a configuration that cannot be used (EX_CONFIG).
 pub const EXIT_CONFIG: i32 = 78;
 
+// === impl Global ===
+
+impl Global {
+    /// This binary with the global flags it was given: how to run another command against the
+    /// same configuration and data dir (the banner's `token` line).
+    fn command_line(&self) -> String {
+        let exe = std::env::current_exe()
+            .map_or_else(|_| "stsgate".to_owned(), |p| p.display().to_string());
+        let mut line = exe;
+        if let Some(config) = &self.config {
+            line.push_str(&format!(" --config {}", config.display()));
+        }
+        if let Some(data_dir) = &self.data_dir {
+            line.push_str(&format!(" --data-dir {}", data_dir.display()));
+        }
+        line
+    }
+}
+
 // === impl Cli ===
 
 impl Cli {
@@ -138,7 +157,10 @@ impl Cli {
     /// Runs the command.
     pub async fn run(self, config: Config) -> anyhow::Result<()> {
         match self.command {
-            Command::Serve(_) => Box::pin(serve(config)).await,
+            Command::Serve(_) => {
+                let again = self.global.command_line();
+                Box::pin(serve(config, again)).await
+            }
             Command::Token(args) => token(&config, &args),
             Command::Check(args) => Box::pin(check(config, &args)).await,
             Command::Config => {
@@ -149,7 +171,10 @@ impl Cli {
     }
 }
 
-async fn serve(config: Config) -> anyhow::Result<()> {
+/// The dock request the banner shows, as in README.
+const DOCK_EXAMPLE: &str = r#"{"tid":"6a7bfe89-c386-4043-b600-b518e10096cc","bid":"42a19f36-5117-4520-bd13-fd61d818d52e","method":"storage_config_get","timestamp":1654070968655,"data":{"module":0}}"#;
+
+async fn serve(config: Config, again: String) -> anyhow::Result<()> {
     let _log = telemetry::init_logging(&config.log).context("cannot start the log writer")?;
     let (data_dir, bucket, provider) = (
         config.data_dir.clone(),
@@ -191,6 +216,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             store.root.display()
         ));
         let admin = &store.admin;
+        let admin_file = data_dir.join(stsgate::embedded::store::ADMIN_FILE);
         if store.admin_generated {
             banner.push_str(&format!(
                 "  store admin  {} / {}  (generated now and shown only this once; kept in {})\n",
@@ -200,15 +226,32 @@ async fn serve(config: Config) -> anyhow::Result<()> {
                     .join(stsgate::embedded::store::ADMIN_FILE)
                     .display(),
             ));
+        } else if admin_file.exists() {
+            banner.push_str(&format!(
+                "  store admin  {} (its secret: jq -r .secret_access_key {})\n",
+                admin.access_key_id,
+                admin_file.display()
+            ));
         } else {
             banner.push_str(&format!(
-                "  store admin  {} (secret in the data dir or your configuration)\n",
+                "  store admin  {} (its secret is in your configuration)\n",
                 admin.access_key_id
             ));
         }
     }
+    let broker = &service.broker;
+    let mut mosquitto = format!("-h {} -p {}", broker.host, broker.port);
+    if broker.tls {
+        mosquitto.push_str(" --capath /etc/ssl/certs");
+    }
+    if service.mqtt_users_generated.is_some() {
+        mosquitto.push_str(" -u dock -P <dock's password>");
+    }
     banner.push_str(&format!(
-        "  data dir     {}\n  a token      stsgate token --workspace default",
+        "  data dir     {}\n  a token      {again} token --workspace default\n  \
+         a dock       mosquitto_sub {mosquitto} -t 'thing/product/4TADKAQ000002J/requests_reply' -v\n  \
+         \x20            and in another terminal:\n  \
+         \x20            mosquitto_pub {mosquitto} -q 1 -t 'thing/product/4TADKAQ000002J/requests' -m '{DOCK_EXAMPLE}'",
         data_dir.display()
     ));
     say(&banner);

@@ -105,8 +105,17 @@ pub fn log_lines_dropped() -> u64 {
 /// on a mismatch, the signature it expected; rumqttc logs its packets (the CONNECT password, the
 /// replies' credentials); the AWS SDK its signed requests. stsgate's own logs never carry a
 /// secret (see `tests/cli.rs`, `no_secret_reaches_the_log_at_trace_level`).
+///
+/// s3s's `ops` lines are not written at all: it logs every S3 error at ERROR, a client's refused
+/// upload or missing key as much as a failing disk, twice per request. The store says what an
+/// operator must know itself: a refusal once at info (`embedded::store::access`), an I/O error
+/// at error (`embedded::store::disk::io_error`).
 pub fn only_our_own_detail() -> FilterFn<impl Fn(&Metadata<'_>) -> bool + Clone> {
     filter_fn(|meta: &Metadata<'_>| {
-        *meta.level() <= Level::INFO || meta.target().starts_with(env!("CARGO_CRATE_NAME"))
+        let target = meta.target();
+        if target.starts_with(env!("CARGO_CRATE_NAME")) {
+            return true;
+        }
+        *meta.level() <= Level::INFO && !target.starts_with("s3s::ops")
     })
 }

@@ -207,7 +207,11 @@ pub fn parse_problem(
             match value_at(given, &path) {
                 // (Our own parsers' messages quote the value already.)
                 Some(value) if !message.contains(value.trim_matches(['"', '`'])) => {
-                    let sep = if message.starts_with("is ") { " " } else { ": " };
+                    let sep = if message.starts_with("is ") {
+                        " "
+                    } else {
+                        ": "
+                    };
                     format!("{value}{sep}{message}")
                 }
                 _ => message,

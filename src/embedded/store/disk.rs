@@ -250,7 +250,8 @@ pub fn io_error(what: &str, e: &io::Error) -> S3Error {
         Some(30) => "the store's data directory is read-only",
         _ => "an I/O error in the store",
     };
-    tracing::warn!(error = %e, what, "embedded store I/O error");
+    // An operator's to fix (a full disk, a read-only or broken data dir): ERROR.
+    tracing::error!(error = %e, what, "embedded store I/O error");
     S3Error::with_message(S3ErrorCode::InternalError, format!("{what}: {why}"))
 }
 
