@@ -355,6 +355,18 @@ impl Verifier {
     }
 }
 
+/// At most `max` bytes of `text` (cut on a character boundary, marked `…`).
+fn excerpt(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_owned();
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end])
+}
+
 /// A fresh key for the token memory's hash.
 fn hash_key() -> Result<[u8; 32], SetupError> {
     let mut key = [0_u8; 32];
@@ -373,7 +385,9 @@ fn classify(kind: &ErrorKind) -> Error {
         ErrorKind::InvalidClaimFormat(c) => {
             Error::Claims(format!("claim `{c}` has the wrong format"))
         }
-        ErrorKind::Json(e) => Error::Claims(e.to_string()),
+        // serde quotes the offending value (a claim of a signed token: bounded all the same, as
+        // it goes into the 401's body and the log).
+        ErrorKind::Json(e) => Error::Claims(excerpt(&e.to_string(), 200)),
         ErrorKind::InvalidAlgorithm => Error::Malformed("algorithm is not HS256".to_owned()),
         ErrorKind::InvalidToken => Error::Malformed("not three dot-separated parts".to_owned()),
         ErrorKind::Base64(_) => Error::Malformed("bad base64".to_owned()),

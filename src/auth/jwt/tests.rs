@@ -269,3 +269,20 @@ async fn a_long_subject_is_bounded_and_stays_apart() {
     assert_ne!(seen[0], seen[1], "two long subjects stay two");
     assert_eq!(bounded_subject("pilot-7"), "pilot-7");
 }
+
+/// A claim's value quoted in an error is bounded: it goes into the 401's body and the log.
+#[tokio::test]
+async fn a_long_claim_value_is_not_echoed_whole() {
+    use jsonwebtoken::{EncodingKey, Header, encode};
+    let long = "x".repeat(20_000);
+    let token = encode(
+        &Header::default(),
+        &serde_json::json!({"workspace_id": "ws", "exp": long}),
+        &EncodingKey::from_secret(b"CloudApiSample"),
+    )
+    .unwrap();
+    match verifier(None).verify(&token).await {
+        Err(Error::Claims(message)) => assert!(message.len() <= 210, "{} bytes", message.len()),
+        other => panic!("{other:?}"),
+    }
+}
