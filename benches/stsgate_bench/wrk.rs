@@ -60,7 +60,10 @@ pub async fn run(scale: &Scale) -> Vec<String> {
 
 async fn measure(scale: &Scale, variant: &Variant) -> Vec<String> {
     let dir = tempfile::tempdir().expect("temp dir");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_stsgate"))
+    // `BENCH_STSGATE_BIN`: another build of the binary, to set two commits side by side.
+    let binary =
+        std::env::var("BENCH_STSGATE_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_stsgate").into());
+    let mut child = Command::new(binary)
         .arg("--data-dir")
         .arg(dir.path().join("data"))
         .args(stsgate_testkit::banner::SERVE_ON_FREE_PORTS)

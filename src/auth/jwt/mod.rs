@@ -81,19 +81,24 @@ pub struct Verifier {
     /// its signature and claims again is most of what a cache hit costs (see BENCHMARKS.md). A
     /// sharded cache bounded by weight that evicts the least useful entries (S3-FIFO).
     ///
-    /// Keyed by a keyed 128-bit hash of the token (BLAKE3 in keyed mode, its key drawn at start
-    /// and never shown), not by the token: the memory keeps some 210 bytes a pilot instead of a
-    /// 250-byte token beside all its claims, so a fleet of 200,000 fits where 33,000 did, and a
-    /// lookup compares 16 bytes instead of the whole token. A hit stands for "this exact token
-    /// was verified": with the key unknown, nobody can make another token hash alike (BLAKE3 is
-    /// a cryptographic hash; 128 bits make a chance collision among a fleet's tokens some
-    /// 2^-90), and a forged token that is not remembered is verified as ever. A keyed hash, not
-    /// a plain one, so that even the hashes of known tokens cannot be computed from outside.
-    /// This decision is taken (issue 21); SipHash-2-4-128 would cost half as much but is not
-    /// analysed as a collision-resistant 128-bit hash.
+    /// Keyed by a keyed 128-bit hash of the token (SipHash-2-4 with 128-bit output, its key
+    /// drawn at start and never shown), not by the token: the memory keeps some 210 bytes a
+    /// pilot instead of a 250-byte token beside all its claims, so a fleet of 200,000 fits where
+    /// 33,000 did, and a lookup compares 16 bytes instead of the whole token.
+    ///
+    /// A hit stands for "this exact token was verified", so two tokens must never share a key.
+    /// This decision is taken (issue 21): a keyed cryptographic hash, not a plain one.
+    /// SipHash-2-4 is a pseudorandom function under its secret key (Aumasson and Bernstein,
+    /// "SipHash: a fast short-input PRF"): without the key, which never leaves the process, and
+    /// with no hash ever shown to a client, a token that shares another's key can only be hit
+    /// on by chance — one forged request each, against 2^128 values — and a chance collision
+    /// among a fleet's tokens is some 2^-90. A forged token that is not remembered is verified
+    /// as ever. BLAKE3 in keyed mode, tried first, cost 2,300 instructions per request for a
+    /// 230-byte token (9% of a cache hit; `scripts/instructions.sh`); SipHash-2-4-128 about
+    /// half as much.
     verified: quick_cache::sync::Cache<u128, Remembered, PilotWeight>,
     /// The key of [`Self::verified`]'s hash.
-    hash_key: [u8; 32],
+    hash_key: [u8; 16],
     /// What [`Remembered::verified_at`] counts from.
     epoch: tokio::time::Instant,
     /// `auth.max_token_lifetime`, in seconds.
@@ -112,9 +117,15 @@ struct Remembered {
 /// key removed from the JWKS or a rotated secret stops its tokens within this time).
 const VERIFIED_FOR: Duration = Duration::from_secs(60);
 /// What the verified-token memory may hold, in bytes of memory as [`PilotWeight`] counts them:
-/// 200,000 pilots of the DJI demo's tokens (a UUID workspace, a short user name), more of
-/// shorter ids. (It held 16 MiB of tokens and claims before, some 33,000 pilots.)
-const VERIFIED_BYTES: u64 = 40 << 20;
+/// 200,000 pilots of the DJI demo's tokens (a UUID workspace, a short user name: 208 bytes
+/// each), more of shorter ids, with a tenth to spare, since the cache is split into shards
+/// bounded each on its own and a fleet never spreads over them quite evenly. (It held 16 MiB
+/// of tokens and claims before, some 33,000 pilots.)
+const VERIFIED_BYTES: u64 = 44 << 20;
+/// Shards of the memory, each bounded on its own: a fixed number (quick_cache's default grows
+/// with the cores), so that what the bound holds does not depend on the machine; 16 keep two
+/// cores' lookups apart.
+const SHARDS: usize = 16;
 /// What one remembered token costs beside its text, as measured at full churn (BENCHMARKS.md,
 /// "token memory": 211 bytes of RSS a pilot with a 48-byte text): the hash and the entry (56
 /// bytes), the cache's table, order and ghosts, the text's reference counts and the allocator's
@@ -228,11 +239,7 @@ impl Verifier {
             secret: DecodingKey::from_secret(secret.expose().as_bytes()),
             public,
             validation,
-            verified: quick_cache::sync::Cache::with_weighter(
-                (VERIFIED_BYTES / (ENTRY_BYTES + 48)) as usize,
-                VERIFIED_BYTES,
-                PilotWeight,
-            ),
+            verified: verified_memory(),
             hash_key: hash_key()?,
             epoch: tokio::time::Instant::now(),
             max_lifetime: config.max_token_lifetime.map(|d| d.as_secs()),
@@ -288,10 +295,11 @@ impl Verifier {
 
     /// The memory's key for `token` (see [`Self::verified`]).
     fn key_of(&self, token: &str) -> u128 {
-        let hash = blake3::keyed_hash(&self.hash_key, token.as_bytes());
-        let mut first = [0_u8; 16];
-        first.copy_from_slice(&hash.as_bytes()[..16]);
-        u128::from_le_bytes(first)
+        use siphasher::sip128::Hasher128 as _;
+        use std::hash::Hasher as _;
+        let mut hasher = siphasher::sip128::SipHasher24::new_with_key(&self.hash_key);
+        hasher.write(token.as_bytes());
+        hasher.finish128().as_u128()
     }
 
     /// Whole seconds since the verifier was made (a verification's age, to the second).
@@ -367,9 +375,32 @@ fn excerpt(text: &str, max: usize) -> String {
     format!("{}…", &text[..end])
 }
 
+/// The memory of verified tokens: [`VERIFIED_BYTES`] in [`SHARDS`] shards.
+fn verified_memory() -> quick_cache::sync::Cache<u128, Remembered, PilotWeight> {
+    let options = quick_cache::OptionsBuilder::new()
+        .estimated_items_capacity((VERIFIED_BYTES / (ENTRY_BYTES + 48)) as usize)
+        .weight_capacity(VERIFIED_BYTES)
+        .shards(SHARDS)
+        .build();
+    match options {
+        Ok(options) => quick_cache::sync::Cache::with_options(
+            options,
+            PilotWeight,
+            Default::default(),
+            Default::default(),
+        ),
+        // (Only a shard count that is not a power of two is refused.)
+        Err(_) => quick_cache::sync::Cache::with_weighter(
+            (VERIFIED_BYTES / (ENTRY_BYTES + 48)) as usize,
+            VERIFIED_BYTES,
+            PilotWeight,
+        ),
+    }
+}
+
 /// A fresh key for the token memory's hash.
-fn hash_key() -> Result<[u8; 32], SetupError> {
-    let mut key = [0_u8; 32];
+fn hash_key() -> Result<[u8; 16], SetupError> {
+    let mut key = [0_u8; 16];
     getrandom::fill(&mut key).map_err(SetupError::Randomness)?;
     Ok(key)
 }
