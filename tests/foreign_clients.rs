@@ -16,6 +16,18 @@ async fn credentials(svc: &TestService, workspace: &str) -> Value {
     body["data"].clone()
 }
 
+/// Runs a foreign client's process to its end: its stdout, once it has succeeded.
+async fn succeeds(mut command: tokio::process::Command) -> String {
+    let out = command.output().await.expect("the client runs");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
 #[tokio::test]
 async fn the_aws_cli_uploads_with_the_issued_credentials() {
     let svc = TestService::start().await;
@@ -95,17 +107,9 @@ print("OK", len(big))
 async fn boto3_uploads_small_multipart_and_presigned_and_is_refused_elsewhere() {
     let svc = TestService::start().await;
     let config = credentials(&svc, "ws-boto").await;
-    let out = with_credentials("python3", &config)
-        .args(["-c", BOTO3, config["endpoint"].as_str().unwrap(), "ws-boto"])
-        .output()
-        .await
-        .expect("python3 runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let mut python = with_credentials("python3", &config);
+    python.args(["-c", BOTO3, config["endpoint"].as_str().unwrap(), "ws-boto"]);
+    let stdout = succeeds(python).await;
     assert!(stdout.contains("OK 6291473"), "{stdout}");
     let listed = svc
         .admin_s3()
@@ -151,17 +155,9 @@ async fn boto3_gets_every_key_back_as_itself_through_every_operation() {
         env!("CARGO_MANIFEST_DIR"),
         "/tests/fixtures/s3_every_key.py"
     );
-    let out = as_admin(&svc, "python3")
-        .args([script, &svc.store_url(), "ws-keys"])
-        .output()
-        .await
-        .expect("python3 runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let mut python = as_admin(&svc, "python3");
+    python.args([script, &svc.store_url(), "ws-keys"]);
+    let stdout = succeeds(python).await;
     assert!(stdout.contains("OK 38"), "{stdout}");
 }
 
@@ -184,15 +180,7 @@ async fn the_aws_cli_lists_reads_and_deletes_keys_as_they_are() {
         cmd.args(["--endpoint-url", &endpoint]).args(args);
         cmd
     };
-    let run = |mut cmd: tokio::process::Command| async move {
-        let out = cmd.output().await.expect("the aws CLI runs");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    };
+    let run = succeeds;
     for name in names {
         let file = dir.path().join("up");
         std::fs::write(&file, name).unwrap();
