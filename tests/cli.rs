@@ -372,18 +372,50 @@ async fn check_works_beside_a_running_service_and_names_broken_settings() {
     assert!(!text.contains("DispatchFailure("), "no debug dump: {text}");
 }
 
+/// The binary serving on a data dir of its own, logging at `level` to a file, and the credentials
+/// it handed Pilot 2 for workspace `default`.
+struct Pilot {
+    dir: tempfile::TempDir,
+    data: std::path::PathBuf,
+    log: std::path::PathBuf,
+    served: Served,
+    token: String,
+    config: serde_json::Value,
+}
+
+impl Pilot {
+    async fn start(level: &str) -> Self {
+        let dir = tempfile::tempdir().expect("dir");
+        let data = dir.path().join("data");
+        let log = dir.path().join("stderr.log");
+        let token = token(&data, "default");
+        let served = Served::spawn(&data, &log, &[("RUST_LOG", level)]);
+        let (status, body) = served.sts("default", &token).await;
+        assert_eq!(status, 200, "{body}");
+        let config = body["data"].clone();
+        Self {
+            dir,
+            data,
+            log,
+            served,
+            token,
+            config,
+        }
+    }
+}
+
 /// A device's refused upload and a refused listing are a client's 4xx, not a service error: at
 /// most one line each, by stsgate, and no ERROR (s3s logged two ERROR lines for each).
 #[tokio::test]
 async fn a_refused_upload_logs_no_error() {
-    let dir = tempfile::tempdir().expect("dir");
-    let data = dir.path().join("data");
-    let log = dir.path().join("stderr.log");
-    let token = token(&data, "default");
-    let served = Served::spawn(&data, &log, &[("RUST_LOG", "info")]);
-    let (status, body) = served.sts("default", &token).await;
-    assert_eq!(status, 200, "{body}");
-    let s3 = common::device_s3(&body["data"]);
+    let Pilot {
+        dir: _dir,
+        log,
+        served,
+        config,
+        ..
+    } = Pilot::start("info").await;
+    let s3 = common::device_s3(&config);
     let outside = s3
         .put_object()
         .bucket("media")
@@ -417,14 +449,14 @@ async fn a_refused_upload_logs_no_error() {
 /// wrong secret — no token, secret or signature reaches the log.
 #[tokio::test]
 async fn no_secret_reaches_the_log_at_trace_level() {
-    let dir = tempfile::tempdir().expect("dir");
-    let data = dir.path().join("data");
-    let log = dir.path().join("stderr.log");
-    let token = token(&data, "default");
-    let served = Served::spawn(&data, &log, &[("RUST_LOG", "trace")]);
-    let (status, body) = served.sts("default", &token).await;
-    assert_eq!(status, 200, "{body}");
-    let config = body["data"].clone();
+    let Pilot {
+        dir: _dir,
+        data,
+        log,
+        served,
+        token,
+        config,
+    } = Pilot::start("trace").await;
     let forged = format!("{}x", &token[..token.len() - 1]);
     assert_eq!(served.sts("default", &forged).await.0, 401);
     let mut dock = common::Dock::connect(&served.mqtt, "TRACE0001").await;
