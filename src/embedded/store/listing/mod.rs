@@ -345,3 +345,36 @@ fn walk_dir(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// S3's own encoding of key names (as MinIO's `s3URLEncode` mirrors it): letters, digits and
+    /// `-_.*/` as they are, a space as `+`, everything else `%XX` of its UTF-8 bytes, `~` too.
+    #[test]
+    fn keys_are_encoded_as_s3_encodes_them() {
+        for (key, encoded) in [
+            ("photos/DJI_0001.JPG", "photos/DJI_0001.JPG"),
+            ("a b", "a+b"),
+            ("a+b", "a%2Bb"),
+            ("a%20b", "a%2520b"),
+            ("~*-_./", "%7E*-_./"),
+            ("é照", "%C3%A9%E7%85%A7"),
+            ("q?&=#;,", "q%3F%26%3D%23%3B%2C"),
+            ("tab\t", "tab%09"),
+        ] {
+            assert_eq!(url_encoded(key), encoded, "{key:?}");
+        }
+    }
+
+    #[test]
+    fn only_url_encoding_is_accepted_and_a_token_is_a_key() {
+        assert!(Encoding::of(None).is_ok_and(|e| !e.url));
+        assert!(Encoding::of(Some(&EncodingType::from("url".to_owned()))).is_ok_and(|e| e.url));
+        assert!(Encoding::of(Some(&EncodingType::from("base64".to_owned()))).is_err());
+        let token = URL_SAFE_NO_PAD.encode("ws/a b+c");
+        assert_eq!(token_key(&token).ok().as_deref(), Some("ws/a b+c"));
+        assert!(token_key("not base64!").is_err());
+    }
+}
