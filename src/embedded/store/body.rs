@@ -59,10 +59,21 @@ pub async fn receive(
     expected: Expected,
     trailers: Option<TrailingHeaders>,
 ) -> S3Result<Received> {
+    receive_at_most(disk, body, expected, trailers, MAX_BODY).await
+}
+
+/// [`receive`], with bodies bounded at `max` bytes.
+async fn receive_at_most(
+    disk: &Disk,
+    body: Option<StreamingBlob>,
+    expected: Expected,
+    trailers: Option<TrailingHeaders>,
+    max: u64,
+) -> S3Result<Received> {
     // Refused from the headers, before a byte is read or a file created.
     if expected
         .length
-        .is_some_and(|length| u64::try_from(length).map_or(true, |l| l > MAX_BODY))
+        .is_some_and(|length| u64::try_from(length).is_ok_and(|l| l > max))
     {
         return Err(too_large());
     }
@@ -96,7 +107,7 @@ pub async fn receive(
         })?;
         size += chunk.len() as u64;
         // A body of no declared length (chunked) is held to the same bound as it arrives.
-        if size > MAX_BODY {
+        if size > max {
             return Err(too_large());
         }
         md5.update(&chunk);
@@ -228,4 +239,51 @@ pub fn hex(bytes: &[u8]) -> String {
             let _ = write!(s, "{b:02x}");
             s
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stream(chunks: usize) -> Option<StreamingBlob> {
+        let chunks =
+            (0..chunks).map(|_| Ok::<_, std::io::Error>(bytes::Bytes::from_static(b"0123456789")));
+        Some(StreamingBlob::wrap(futures_util::stream::iter(chunks)))
+    }
+
+    fn temp_files(disk: &Disk) -> usize {
+        std::fs::read_dir(disk.temp_path().parent().expect("area"))
+            .map(|d| d.flatten().filter(|e| e.file_name() != "lock").count())
+            .unwrap_or(0)
+    }
+
+    /// A body of no declared length (chunked) is held to the bound as it arrives, and leaves no
+    /// temporary file behind; one that stays within it is received whole.
+    #[tokio::test]
+    async fn a_chunked_body_past_the_bound_is_entity_too_large() {
+        let dir = tempfile::tempdir().expect("dir");
+        let disk = Disk::open(dir.path()).expect("disk");
+        let refused = receive_at_most(&disk, stream(5), Expected::default(), None, 45).await;
+        assert_eq!(
+            refused.err().map(|e| e.code().clone()),
+            Some(S3ErrorCode::EntityTooLarge)
+        );
+        assert_eq!(temp_files(&disk), 0);
+        let announced = Expected {
+            length: Some(46),
+            ..Expected::default()
+        };
+        let refused = receive_at_most(&disk, stream(0), announced, None, 45).await;
+        assert_eq!(
+            refused.err().map(|e| e.code().clone()),
+            Some(S3ErrorCode::EntityTooLarge)
+        );
+        let received = receive_at_most(&disk, stream(4), Expected::default(), None, 45)
+            .await
+            .expect("within the bound");
+        assert_eq!(
+            std::fs::metadata(received.temp.path()).expect("temp").len(),
+            40
+        );
+    }
 }
