@@ -94,18 +94,22 @@ pub const EXIT_CONFIG: i32 = 78;
 // === impl Global ===
 
 impl Global {
-    /// This binary with the global flags it was given: how to run another command against the
-    /// same configuration and data dir (the banner's `token` line).
-    fn command_line(&self) -> String {
+    /// This binary with the config file it was given and the data dir `serve` uses, as absolute
+    /// paths: how to run another command against the same configuration and data dir from any
+    /// directory (the banner's `token` line; a token signed from another directory's default
+    /// data dir would carry another secret, and be a 401).
+    fn command_line(&self, data_dir: &std::path::Path) -> String {
+        let absolute = |p: &std::path::Path| {
+            std::fs::canonicalize(p)
+                .map_or_else(|_| p.display().to_string(), |p| p.display().to_string())
+        };
         let exe = std::env::current_exe()
             .map_or_else(|_| "stsgate".to_owned(), |p| p.display().to_string());
         let mut line = exe;
         if let Some(config) = &self.config {
-            line.push_str(&format!(" --config {}", config.display()));
+            line.push_str(&format!(" --config {}", absolute(config)));
         }
-        if let Some(data_dir) = &self.data_dir {
-            line.push_str(&format!(" --data-dir {}", data_dir.display()));
-        }
+        line.push_str(&format!(" --data-dir {}", absolute(data_dir)));
         line
     }
 }
@@ -158,8 +162,8 @@ impl Cli {
     pub async fn run(self, config: Config) -> anyhow::Result<()> {
         match self.command {
             Command::Serve(_) => {
-                let again = self.global.command_line();
-                Box::pin(serve(config, again)).await
+                let global = self.global;
+                Box::pin(serve(config, move |data_dir| global.command_line(data_dir))).await
             }
             Command::Token(args) => token(&config, &args),
             Command::Check(args) => Box::pin(check(config, &args)).await,
@@ -174,7 +178,10 @@ impl Cli {
 /// The dock request the banner shows, as in README.
 const DOCK_EXAMPLE: &str = r#"{"tid":"6a7bfe89-c386-4043-b600-b518e10096cc","bid":"42a19f36-5117-4520-bd13-fd61d818d52e","method":"storage_config_get","timestamp":1654070968655,"data":{"module":0}}"#;
 
-async fn serve(config: Config, again: String) -> anyhow::Result<()> {
+async fn serve(
+    config: Config,
+    again: impl FnOnce(&std::path::Path) -> String,
+) -> anyhow::Result<()> {
     let _log = telemetry::init_logging(&config.log).context("cannot start the log writer")?;
     let (data_dir, bucket, provider) = (
         config.data_dir.clone(),
@@ -239,6 +246,8 @@ async fn serve(config: Config, again: String) -> anyhow::Result<()> {
             ));
         }
     }
+    // (After the start, which made the data dir, so that its absolute path can be shown.)
+    let again = again(&data_dir);
     let broker = &service.broker;
     let mut mosquitto = format!("-h {} -p {}", broker.host, broker.port);
     if broker.tls {

@@ -372,6 +372,82 @@ async fn check_works_beside_a_running_service_and_names_broken_settings() {
     assert!(!text.contains("DispatchFailure("), "no debug dump: {text}");
 }
 
+/// The ready banner's commands work as printed, from any directory: the token command signs
+/// with the secret of the data dir `serve` uses (given relative to another directory here), and
+/// the dock commands name the broker's real port.
+#[tokio::test]
+async fn the_banners_commands_work_as_printed_from_anywhere() {
+    let dir = tempfile::tempdir().expect("dir");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_stsgate"))
+        .current_dir(dir.path())
+        .args(["--data-dir", "relative-data"])
+        .args(stsgate_testkit::banner::SERVE_ON_FREE_PORTS)
+        .env_remove("RUST_LOG")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("serve starts");
+    let stdout = std::io::BufReader::new(child.stdout.take().expect("stdout"));
+    let mut lines = std::io::BufRead::lines(stdout).map_while(Result::ok);
+    let banner: Vec<String> = lines
+        .by_ref()
+        .take_while(|l| !l.contains("mosquitto_pub"))
+        .collect();
+    let field = |label: &str| {
+        banner
+            .iter()
+            .find_map(|l| l.trim_start().strip_prefix(label))
+            .map(|v| v.trim().to_owned())
+            .unwrap_or_else(|| panic!("{label} in {banner:#?}"))
+    };
+    let http = field("HTTP API")
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_owned();
+    let broker = field("MQTT broker");
+    let port = broker
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .to_owned();
+    assert!(
+        field("a dock").contains(&format!("-p {port} ")),
+        "{banner:#?}"
+    );
+    let token_command = field("a token");
+    let elsewhere = tempfile::tempdir().expect("dir");
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(&token_command)
+        .current_dir(elsewhere.path())
+        .output()
+        .expect("the token command runs");
+    assert!(
+        out.status.success(),
+        "{token_command}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .last()
+        .unwrap_or_default()
+        .to_owned();
+    let status = reqwest::Client::new()
+        .post(format!("{http}/storage/api/v1/workspaces/default/sts"))
+        .header("x-auth-token", token)
+        .send()
+        .await
+        .expect("answer")
+        .status();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(status, 200, "a token from `{token_command}` run elsewhere");
+}
+
 /// The binary serving on a data dir of its own, logging at `level` to a file, and the credentials
 /// it handed Pilot 2 for workspace `default`.
 struct Pilot {
