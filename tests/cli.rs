@@ -216,18 +216,17 @@ fn a_taken_broker_port_is_explained() {
     let dir = tempfile::tempdir().expect("dir");
     let taken = TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = taken.local_addr().expect("addr").to_string();
-    let out = stsgate(dir.path())
-        .args([
-            "serve",
-            "--http-listen",
-            "127.0.0.1:0",
-            "--mqtt-embedded-listen",
-            &addr,
-            "--storage-local-listen",
-            "127.0.0.1:0",
-        ])
-        .output()
-        .expect("runs");
+    // The broker on the taken port, the other listeners on free ones.
+    let serve_args = [
+        "serve",
+        "--http-listen",
+        "127.0.0.1:0",
+        "--mqtt-embedded-listen",
+        &addr,
+        "--storage-local-listen",
+        "127.0.0.1:0",
+    ];
+    let out = stsgate(dir.path()).args(serve_args).output().expect("runs");
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -245,14 +244,7 @@ fn a_taken_broker_port_is_explained() {
     // The next start, on the port that is free now, generates the key and shows it.
     drop(taken);
     let mut child = stsgate(dir.path())
-        .args([
-            "serve",
-            "--http-listen",
-            "127.0.0.1:0",
-            "--mqtt-embedded-listen",
-            &addr,
-        ])
-        .args(["--storage-local-listen", "127.0.0.1:0"])
+        .args(serve_args)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn()

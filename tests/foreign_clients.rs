@@ -7,25 +7,13 @@
 mod common;
 
 use common::TestService;
-use common::s3::with_credentials;
+use common::s3::{succeeds, with_credentials};
 use serde_json::Value;
 
 async fn credentials(svc: &TestService, workspace: &str) -> Value {
     let (status, body) = svc.sts(workspace, Some(&svc.token(workspace))).await;
     assert_eq!(status, 200, "{body}");
     body["data"].clone()
-}
-
-/// Runs a foreign client's process to its end: its stdout, once it has succeeded.
-async fn succeeds(mut command: tokio::process::Command) -> String {
-    let out = command.output().await.expect("the client runs");
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
 }
 
 #[tokio::test]

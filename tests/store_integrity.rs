@@ -9,7 +9,7 @@ mod common;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::CompletedPart;
 use base64::Engine;
-use common::s3::{complete, create, failure, upload_part as part, with_credentials};
+use common::s3::{complete, create, failure, succeeds, upload_part as part, with_credentials};
 use common::{Options, TestService, device_s3};
 use serde_json::Value;
 
@@ -376,20 +376,9 @@ print("ABORT", code(lambda: s3.abort_multipart_upload(Bucket="media", Key=own, U
 "#;
 
 async fn python(config: &Value, script: &str, args: &[&str]) -> String {
-    let out = with_credentials("python3", config)
-        .arg("-c")
-        .arg(script)
-        .args(args)
-        .output()
-        .await
-        .expect("python3 runs (scripts/test.sh installs boto3)");
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
+    let mut python = with_credentials("python3", config);
+    python.arg("-c").arg(script).args(args);
+    succeeds(python).await
 }
 
 fn field<'a>(stdout: &'a str, label: &str) -> &'a str {

@@ -99,3 +99,15 @@ pub fn with_credentials(program: &str, config: &Value) -> tokio::process::Comman
     .env_remove("AWS_PROFILE");
     cmd
 }
+
+/// Runs a foreign client's process to its end: its stdout, once it has succeeded.
+pub async fn succeeds(mut command: tokio::process::Command) -> String {
+    let out = command.output().await.expect("the client runs");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
