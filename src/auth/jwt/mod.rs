@@ -1,14 +1,20 @@
 //! HS256 verification and minting with `jsonwebtoken`. The algorithm is pinned, so a token whose
 //! header names another algorithm is refused (no algorithm confusion).
 
+mod memory;
+
 use std::collections::HashSet;
-use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::de::{Deserializer, IgnoredAny};
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use memory::{Entry, Memory, Spans};
 
 use super::{Error, PublicKeys, SetupError};
 use crate::config::AuthConfig;
@@ -64,8 +70,8 @@ pub struct Claims {
 /// when it expires. Kept for every remembered token instead of the token and all its claims.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Pilot {
-    /// The workspace id, then the subject, in one shared string.
-    text: Arc<str>,
+    /// The workspace id, then the subject, in one string.
+    text: String,
     /// Where the workspace id ends in `text`.
     split: u32,
     /// Expiry, seconds since the epoch.
@@ -78,25 +84,26 @@ pub struct Verifier {
     public: PublicKeys,
     validation: Validation,
     /// Tokens verified recently: Pilot 2 sends the same token with every request, and checking
-    /// its signature and claims again is most of what a cache hit costs (see BENCHMARKS.md). A
-    /// sharded cache bounded by weight that evicts the least useful entries (S3-FIFO).
+    /// its signature and claims again is most of what a cache hit costs (see BENCHMARKS.md).
+    /// A table of 16 MiB ([`memory`]) that keeps 32 bytes a token: its key, its expiry, when it
+    /// was verified and where its workspace and subject are in its payload, so that a request
+    /// with a remembered token decodes those few bytes of the token it brings, and neither its
+    /// signature nor its claims are checked or parsed again. 200,000 pilots fit (it held 33,000
+    /// of whole tokens and claims, then 200,000 in 44 MiB).
     ///
     /// Keyed by a keyed 128-bit hash of the token (SipHash-2-4 with 128-bit output, its key
-    /// drawn at start and never shown), not by the token: the memory keeps some 210 bytes a
-    /// pilot instead of a 250-byte token beside all its claims, so a fleet of 200,000 fits where
-    /// 33,000 did, and a lookup compares 16 bytes instead of the whole token.
-    ///
-    /// A hit stands for "this exact token was verified", so two tokens must never share a key.
-    /// This decision is taken (issue 21): a keyed cryptographic hash, not a plain one.
-    /// SipHash-2-4 is a pseudorandom function under its secret key (Aumasson and Bernstein,
-    /// "SipHash: a fast short-input PRF"): without the key, which never leaves the process, and
-    /// with no hash ever shown to a client, a token that shares another's key can only be hit
-    /// on by chance — one forged request each, against 2^128 values — and a chance collision
-    /// among a fleet's tokens is some 2^-90. A forged token that is not remembered is verified
-    /// as ever. BLAKE3 in keyed mode, tried first, cost 2,300 instructions per request for a
-    /// 230-byte token (9% of a cache hit; `scripts/instructions.sh`); SipHash-2-4-128 about
-    /// half as much.
-    verified: quick_cache::sync::Cache<u128, Remembered, PilotWeight>,
+    /// drawn at start and never shown), not by the token. A hit stands for "this exact token
+    /// was verified" — and the spans kept are read from the token presented — so two tokens
+    /// must never share a key. This decision is taken (issue 21): a keyed cryptographic hash,
+    /// not a plain one. SipHash-2-4 is a pseudorandom function under its secret key (Aumasson
+    /// and Bernstein, "SipHash: a fast short-input PRF"): without the key, which never leaves
+    /// the process, and with no hash ever shown to a client, a token that shares another's key
+    /// can only be hit on by chance — one forged request each, against 2^128 values — and a
+    /// chance collision among a fleet's tokens is some 2^-90. A forged token that is not
+    /// remembered is verified as ever. BLAKE3 in keyed mode, tried first, cost 2,300
+    /// instructions per request for a 230-byte token (9% of a cache hit;
+    /// `scripts/instructions.sh`); SipHash-2-4-128 about half as much.
+    verified: Memory,
     /// The key of [`Self::verified`]'s hash.
     hash_key: [u8; 16],
     /// What [`Remembered::verified_at`] counts from.
@@ -105,45 +112,14 @@ pub struct Verifier {
     max_lifetime: Option<u64>,
 }
 
-/// A verified token's pilot and when it was verified.
-#[derive(Clone, Debug)]
-struct Remembered {
-    pilot: Pilot,
-    /// Seconds since [`Verifier::epoch`].
-    verified_at: u32,
-}
-
 /// How long a verified token is taken on trust before its signature is checked again (so that a
 /// key removed from the JWKS or a rotated secret stops its tokens within this time).
 const VERIFIED_FOR: Duration = Duration::from_secs(60);
-/// What the verified-token memory may hold, in bytes of memory as [`PilotWeight`] counts them:
-/// 200,000 pilots of the DJI demo's tokens (a UUID workspace, a short user name: 208 bytes
-/// each), more of shorter ids, with a tenth to spare, since the cache is split into shards
-/// bounded each on its own and a fleet never spreads over them quite evenly. (It held 16 MiB
-/// of tokens and claims before, some 33,000 pilots.)
-const VERIFIED_BYTES: u64 = 44 << 20;
-/// Shards of the memory, each bounded on its own: a fixed number (quick_cache's default grows
-/// with the cores), so that what the bound holds does not depend on the machine; 16 keep two
-/// cores' lookups apart.
-const SHARDS: usize = 16;
-/// What one remembered token costs beside its text, as measured at full churn (BENCHMARKS.md,
-/// "token memory": 211 bytes of RSS a pilot with a 48-byte text): the hash and the entry (56
-/// bytes), the cache's table, order and ghosts, the text's reference counts and the allocator's
-/// rounding.
-const ENTRY_BYTES: u64 = 160;
+/// The subject of a token that names none.
+const NO_SUBJECT: &str = "-";
 /// The longest subject kept as it is; a longer one is cut and marked by a hash of the whole
 /// ([`bounded_subject`]).
 pub const MAX_SUBJECT_LEN: usize = 128;
-
-/// The weight of a remembered token: [`ENTRY_BYTES`] and its text.
-#[derive(Clone, Copy, Debug)]
-struct PilotWeight;
-
-impl quick_cache::Weighter<u128, Remembered> for PilotWeight {
-    fn weight(&self, _: &u128, remembered: &Remembered) -> u64 {
-        ENTRY_BYTES + remembered.pilot.text.len() as u64
-    }
-}
 
 // === impl Pilot ===
 
@@ -155,7 +131,7 @@ impl Pilot {
         text.push_str(&claims.workspace_id);
         text.push_str(&subject);
         Self {
-            text: text.into(),
+            text,
             split: u32::try_from(claims.workspace_id.len()).unwrap_or(u32::MAX),
             exp: claims.exp,
         }
@@ -202,7 +178,7 @@ impl Claims {
             .as_deref()
             .or(self.id.as_deref())
             .or(self.sub.as_deref())
-            .unwrap_or("-")
+            .unwrap_or(NO_SUBJECT)
     }
 }
 
@@ -239,7 +215,7 @@ impl Verifier {
             secret: DecodingKey::from_secret(secret.expose().as_bytes()),
             public,
             validation,
-            verified: verified_memory(),
+            verified: Memory::new(VERIFIED_FOR.as_secs() as u32),
             hash_key: hash_key()?,
             epoch: tokio::time::Instant::now(),
             max_lifetime: config.max_token_lifetime.map(|d| d.as_secs()),
@@ -253,44 +229,43 @@ impl Verifier {
             return Err(Error::Missing);
         }
         let key = self.key_of(token);
-        if let Some(pilot) = self.recently_verified(key)? {
+        if let Some(pilot) = self.recently_verified(key, token)? {
             return Ok(pilot);
         }
         // Boxed: checking a signature may fetch a key set, a future of some 1.8 KB that every
         // request's future would carry (and move) even when the token is remembered.
-        let pilot = Pilot::of(&Box::pin(self.verify_now(token)).await?);
+        let claims = Box::pin(self.verify_now(token)).await?;
+        let pilot = Pilot::of(&claims);
         let verified_at = self.seconds_since_epoch();
-        self.verified.insert(
-            key,
-            Remembered {
-                pilot: pilot.clone(),
-                verified_at,
-            },
-        );
+        let entry = Entry {
+            exp: u32::try_from(claims.exp).unwrap_or(u32::MAX),
+            verified_at,
+            spans: spans_of(token, &pilot),
+        };
+        self.verified.insert(key, entry, verified_at);
         Ok(pilot)
     }
 
-    /// The pilot of the token hashed to `key` if it was verified less than [`VERIFIED_FOR`]
+    /// The pilot of `token`, hashed to `key`, if it was verified less than [`VERIFIED_FOR`]
     /// ago; its expiry is checked again on every use.
-    fn recently_verified(&self, key: u128) -> Result<Option<Pilot>, Error> {
-        let Some(remembered) = self.verified.get(&key) else {
+    fn recently_verified(&self, key: u128, token: &str) -> Result<Option<Pilot>, Error> {
+        let Some(entry) = self.verified.get(key) else {
             return Ok(None);
         };
-        let age = self
-            .seconds_since_epoch()
-            .saturating_sub(remembered.verified_at);
+        let age = self.seconds_since_epoch().saturating_sub(entry.verified_at);
         if u64::from(age) >= VERIFIED_FOR.as_secs() {
-            self.verified.remove(&key);
+            self.verified.remove(key);
             return Ok(None);
         }
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
-        if remembered.pilot.exp.saturating_add(self.validation.leeway) < now {
-            self.verified.remove(&key);
+        if u64::from(entry.exp).saturating_add(self.validation.leeway) < now {
+            self.verified.remove(key);
             return Err(Error::Expired);
         }
-        Ok(Some(remembered.pilot))
+        // (Reading what was read before cannot fail; if it did, the token is verified anew.)
+        Ok(pilot_in(token, entry))
     }
 
     /// The memory's key for `token` (see [`Self::verified`]).
@@ -375,27 +350,156 @@ fn excerpt(text: &str, max: usize) -> String {
     format!("{}…", &text[..end])
 }
 
-/// The memory of verified tokens: [`VERIFIED_BYTES`] in [`SHARDS`] shards.
-fn verified_memory() -> quick_cache::sync::Cache<u128, Remembered, PilotWeight> {
-    let options = quick_cache::OptionsBuilder::new()
-        .estimated_items_capacity((VERIFIED_BYTES / (ENTRY_BYTES + 48)) as usize)
-        .weight_capacity(VERIFIED_BYTES)
-        .shards(SHARDS)
-        .build();
-    match options {
-        Ok(options) => quick_cache::sync::Cache::with_options(
-            options,
-            PilotWeight,
-            Default::default(),
-            Default::default(),
-        ),
-        // (Only a shard count that is not a power of two is refused.)
-        Err(_) => quick_cache::sync::Cache::with_weighter(
-            (VERIFIED_BYTES / (ENTRY_BYTES + 48)) as usize,
-            VERIFIED_BYTES,
-            PilotWeight,
-        ),
+/// Where `pilot`'s workspace and subject are in `token`'s decoded payload, as [`pilot_in`]
+/// reads them back: the bytes between a string value's quotes (a number's or a boolean's
+/// own), where they read exactly as the claim does; else [`Spans::Parse`].
+fn spans_of(token: &str, pilot: &Pilot) -> Spans {
+    #[derive(Deserialize)]
+    struct Raw<'a> {
+        #[serde(borrow)]
+        workspace_id: &'a RawValue,
+        #[serde(borrow, default)]
+        username: Option<&'a RawValue>,
+        #[serde(borrow, default)]
+        id: Option<&'a RawValue>,
+        #[serde(borrow, default)]
+        sub: Option<&'a RawValue>,
     }
+    let Some(payload) = token.split('.').nth(1) else {
+        return Spans::Parse;
+    };
+    let Ok(bytes) = URL_SAFE_NO_PAD.decode(payload) else {
+        return Spans::Parse;
+    };
+    let Ok(text) = std::str::from_utf8(&bytes) else {
+        return Spans::Parse;
+    };
+    let Ok(raw) = serde_json::from_str::<Raw<'_>>(text) else {
+        return Spans::Parse;
+    };
+    // The value's place in `text`, checked to read as `expected`.
+    let span_of = |value: &RawValue, expected: &str| {
+        let value = value.get();
+        let start = (value.as_ptr() as usize).checked_sub(text.as_ptr() as usize)?;
+        let (start, inner) = match value.strip_prefix('"').and_then(|v| v.strip_suffix('"')) {
+            Some(inner) => (start + 1, inner),
+            None => (start, value),
+        };
+        if text.get(start..start + inner.len()) != Some(expected) {
+            return None;
+        }
+        Spans::span(start, inner.len())
+    };
+    let Some(workspace) = span_of(raw.workspace_id, pilot.workspace()) else {
+        return Spans::Parse;
+    };
+    let subject = [raw.username, raw.id, raw.sub]
+        .into_iter()
+        .flatten()
+        .find_map(|value| span_of(value, pilot.subject()));
+    match subject {
+        Some(subject) => Spans::At {
+            workspace,
+            subject: Some(subject),
+        },
+        None if pilot.subject() == NO_SUBJECT => Spans::At {
+            workspace,
+            subject: None,
+        },
+        None => Spans::Parse,
+    }
+}
+
+/// The pilot of a remembered `token` from what [`spans_of`] found in it when it was verified.
+fn pilot_in(token: &str, entry: Entry) -> Option<Pilot> {
+    // (The payload's end is found only if a span reaches it.)
+    let payload = token.get(memchr::memchr(b'.', token.as_bytes())? + 1..)?;
+    let (workspace, subject) = match entry.spans {
+        Spans::At { workspace, subject } => (workspace, subject),
+        Spans::Parse => {
+            let payload = payload.split('.').next()?;
+            let claims: Claims =
+                serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).ok()?).ok()?;
+            return Some(Pilot::of(&claims));
+        }
+    };
+    // (Room for the whole groups of three bytes that hold each.)
+    let mut text =
+        Vec::with_capacity(usize::from(workspace.1) + subject.map_or(1, |s| s.1.into()) + 8);
+    decode_span(payload, workspace, &mut text)?;
+    let split = u32::try_from(text.len()).ok()?;
+    match subject {
+        Some(subject) => decode_span(payload, subject, &mut text)?,
+        None => text.extend_from_slice(NO_SUBJECT.as_bytes()),
+    }
+    Some(Pilot {
+        text: String::from_utf8(text).ok()?,
+        split,
+        exp: entry.exp.into(),
+    })
+}
+
+/// Appends the bytes `start..start + len` of the base64url payload that `payload` begins with
+/// (the signature may follow it, after a dot), decoded, to `out`: only the groups of four
+/// characters that hold them are decoded.
+///
+/// By hand rather than with the `base64` crate (which verified the token): its engine, made for
+/// whole inputs, spent some 950 instructions a request on the two dozen characters of a
+/// workspace and a subject (`scripts/instructions.sh`), a tenth of what the memory saves.
+fn decode_span(payload: &str, (start, len): (u16, u16), out: &mut Vec<u8>) -> Option<()> {
+    let (start, len) = (usize::from(start), usize::from(len));
+    let (first, last) = (start / 3, (start + len).div_ceil(3));
+    let chars = payload.as_bytes().get(first * 4..)?;
+    let base = out.len();
+    out.resize(base + (last - first) * 3, 0);
+    let mut decoded = 0;
+    for (chunk, bytes) in chars.chunks(4).zip(out[base..].chunks_exact_mut(3)) {
+        let (group, held) = decode_group(chunk)?;
+        bytes.copy_from_slice(&group);
+        decoded += held;
+    }
+    let from = base + start % 3;
+    if start % 3 + len > decoded {
+        return None;
+    }
+    out.copy_within(from..from + len, base);
+    out.truncate(base + len);
+    Some(())
+}
+
+/// base64url's alphabet: each byte's value, or [`NOT_BASE64`].
+const SEXTETS: [u8; 256] = {
+    let mut table = [NOT_BASE64; 256];
+    let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut i = 0;
+    while i < alphabet.len() {
+        table[alphabet[i] as usize] = i as u8;
+        i += 1;
+    }
+    table
+};
+const NOT_BASE64: u8 = 0xFF;
+
+/// The bytes of the first group of base64url `chars` and how many it holds (a last group of two
+/// or three characters holds one or two, and is followed by a dot or nothing).
+fn decode_group(chars: &[u8]) -> Option<([u8; 3], usize)> {
+    let mut bits = 0_u32;
+    let mut count = 0;
+    for &c in chars.iter().take(4) {
+        let value = SEXTETS[usize::from(c)];
+        if value == NOT_BASE64 {
+            break;
+        }
+        bits |= u32::from(value) << (18 - 6 * count);
+        count += 1;
+    }
+    if count < 2 || (count < 4 && chars.get(count).is_some_and(|&c| c != b'.')) {
+        return None;
+    }
+    Some((
+        [(bits >> 16) as u8, (bits >> 8) as u8, bits as u8],
+        count - 1,
+    ))
 }
 
 /// A fresh key for the token memory's hash.
