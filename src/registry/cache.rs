@@ -36,6 +36,12 @@ pub struct Answers {
     entries: HashMap<String, Entry>,
     ttl: Duration,
     unbound_ttl: Duration,
+    /// When a full map holding only fresh bindings may next have room: until then a new serial
+    /// number is not remembered and the map is not walked again. (A fleet of more than
+    /// [`MAX_ENTRIES`] bound docks walked all of them with every new dock's request.)
+    full_until: Option<Instant>,
+    /// Walks of the whole map so far.
+    walks: u64,
 }
 
 // === impl Answers ===
@@ -47,6 +53,8 @@ impl Answers {
             entries: HashMap::new(),
             ttl,
             unbound_ttl,
+            full_until: None,
+            walks: 0,
         }
     }
 
@@ -70,6 +78,9 @@ impl Answers {
     /// Remembers the database's answer for `sn`.
     pub fn put(&mut self, sn: &str, workspace: Option<WorkspaceId>) {
         if self.entries.len() >= MAX_ENTRIES && !self.entries.contains_key(&key(sn)) {
+            if self.full_until.is_some_and(|until| Instant::now() < until) {
+                return;
+            }
             self.evict();
             if self.entries.len() >= MAX_ENTRIES {
                 return;
@@ -79,12 +90,19 @@ impl Answers {
         self.entries.insert(key(sn), Entry { workspace, at });
     }
 
-    /// Makes room: drops "not bound" answers, then expired bindings.
+    /// Makes room: drops "not bound" answers, then expired bindings; when every entry is a
+    /// fresh binding, notes when the first of them expires.
     fn evict(&mut self) {
+        self.walks += 1;
+        self.full_until = None;
         self.entries.retain(|_, e| e.workspace.is_some());
         if self.entries.len() >= MAX_ENTRIES {
             let ttl = self.ttl;
+            self.walks += 1;
             self.entries.retain(|_, e| e.at.elapsed() < ttl);
+        }
+        if self.entries.len() >= MAX_ENTRIES {
+            self.full_until = self.entries.values().map(|e| e.at + self.ttl).min();
         }
     }
 
@@ -138,5 +156,30 @@ mod tests {
         assert_eq!(a.len(), 2, "unbound answers made room");
         assert_eq!(a.get("BOUND"), Cached::Fresh(Some(ws("ws-a"))));
         assert_eq!(a.get("ANOTHER"), Cached::Fresh(Some(ws("ws-b"))));
+    }
+
+    /// A fleet of more bound docks than the map holds: a new dock is not remembered, and the map
+    /// is walked once, not with every new dock's request, until its first binding expires.
+    #[tokio::test(start_paused = true)]
+    async fn a_map_full_of_fresh_bindings_is_not_walked_for_each_new_dock() {
+        let mut a = Answers::new(Duration::from_secs(60), Duration::from_secs(10));
+        for i in 0..MAX_ENTRIES {
+            a.put(&format!("DOCK{i}"), Some(ws("ws-a")));
+            if i == 0 {
+                tokio::time::advance(Duration::from_secs(1)).await;
+            }
+        }
+        for i in 0..1_000 {
+            a.put(&format!("NEW{i}"), Some(ws("ws-b")));
+        }
+        assert!(a.walks <= 3, "{} walks for 1,000 new docks", a.walks);
+        assert_eq!(a.get("NEW7"), Cached::Unknown);
+        assert_eq!(a.get("DOCK5"), Cached::Fresh(Some(ws("ws-a"))));
+        // The first binding expires: its place is taken by the next new dock.
+        tokio::time::advance(Duration::from_secs(59)).await;
+        a.put("LATE", Some(ws("ws-b")));
+        assert_eq!(a.get("LATE"), Cached::Fresh(Some(ws("ws-b"))));
+        assert_eq!(a.get("DOCK0"), Cached::Unknown);
+        assert_eq!(a.len(), MAX_ENTRIES);
     }
 }
