@@ -123,6 +123,8 @@ pub struct Service {
     pub readiness: Readiness,
     /// The embedded S3 store, when `storage.provider = "local"`.
     pub store: Option<crate::embedded::store::Started>,
+    /// The audit log, to re-open on `SIGHUP`.
+    audit: Audit,
     shutdown: CancellationToken,
     tasks: JoinSet<()>,
     /// Stopped last, once the MQTT session has said goodbye.
@@ -173,7 +175,7 @@ impl Service {
         };
         let gateway = Gateway::new(&config, opened.issuer)?;
         gateway.probe_registry().await?;
-        let gateway = Arc::new(gateway.with_audit(audit));
+        let gateway = Arc::new(gateway.with_audit(audit.clone()));
         let mut mqtt_users_generated = None;
         let mut service_login = None;
         let (broker, embedded_mqtt) = match &config.mqtt.url {
@@ -270,6 +272,7 @@ impl Service {
             gateway,
             readiness,
             store,
+            audit,
             shutdown,
             tasks,
             embedded_mqtt,
@@ -284,6 +287,12 @@ impl Service {
             }
         };
         tokio::time::timeout(timeout, poll).await.is_ok()
+    }
+
+    /// Closes and opens again the files the service appends to (`audit.path`), for a log
+    /// rotator that renamed them: what was queued goes to the old file, the rest to the new.
+    pub async fn reopen_files(&self) -> std::io::Result<()> {
+        self.audit.reopen().await
     }
 
     /// A token that stops the service when cancelled.

@@ -264,7 +264,7 @@ async fn serve(
         data_dir.display()
     ));
     say(&banner);
-    shutdown_signal().await;
+    until_stopped(&service).await;
     tracing::info!("shutting down");
     service.stop().await;
     Ok(())
@@ -301,24 +301,56 @@ fn parse_duration(s: &str) -> Result<Duration, humantime::DurationError> {
     humantime::parse_duration(s)
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
+/// Serves until SIGTERM or SIGINT (Ctrl-C). No other signal that a process manager, a terminal
+/// or a log rotator sends stops the service, though their default action would: SIGHUP
+/// (`systemctl reload`, a closed terminal, logrotate's `postrotate`) opens the audit file again;
+/// SIGUSR1, SIGUSR2 and SIGALRM (runit's `sv 1`, `sv 2`, `sv alarm`) are logged and ignored.
+/// (Rust's runtime ignores SIGPIPE; SIGQUIT is left to dump core, as its sender asks.)
+async fn until_stopped(service: &stsgate::app::Service) {
     #[cfg(unix)]
     {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = ctrl_c => {}
-                    _ = term.recv() => {}
+        use tokio::signal::unix::{Signal, SignalKind, signal};
+        /// The next delivery of `signal`, or never if it could not be listened for.
+        async fn next(signal: &mut Option<Signal>) {
+            match signal {
+                Some(signal) => {
+                    signal.recv().await;
                 }
+                None => std::future::pending().await,
             }
-            Err(_) => {
-                let _ = ctrl_c.await;
+        }
+        let listen = |kind| signal(kind).ok();
+        let mut term = listen(SignalKind::terminate());
+        let mut hangup = listen(SignalKind::hangup());
+        let mut usr1 = listen(SignalKind::user_defined1());
+        let mut usr2 = listen(SignalKind::user_defined2());
+        let mut alarm = listen(SignalKind::alarm());
+        loop {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => return,
+                () = next(&mut term) => return,
+                () = next(&mut hangup) => match service.reopen_files().await {
+                    Ok(()) => tracing::info!(
+                        "SIGHUP: the audit file is open again; the configuration is read at \
+                         start only, so a change to it takes effect at the next start"
+                    ),
+                    Err(error) => tracing::error!(
+                        %error,
+                        "SIGHUP: the audit file cannot be opened again; records go on to the \
+                         file that was open"
+                    ),
+                },
+                () = next(&mut usr1) => tracing::info!(signal = "SIGUSR1", "signal ignored"),
+                () = next(&mut usr2) => tracing::info!(signal = "SIGUSR2", "signal ignored"),
+                () = next(&mut alarm) => tracing::info!(signal = "SIGALRM", "signal ignored"),
             }
         }
     }
     #[cfg(not(unix))]
-    let _ = ctrl_c.await;
+    {
+        let _ = service;
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }
 
 /// Writes a line to standard output (the CLI's own output, not logging).

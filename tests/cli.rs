@@ -683,3 +683,174 @@ async fn json_logs_are_one_object_per_line_with_each_requests_context() {
         );
     }
 }
+
+/// Sends `signal` (`HUP`, `TERM`, …) to the service.
+fn signal(served: &Served, signal: &str) {
+    let pid = served.child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args([&format!("-{signal}"), &pid])
+            .status()
+            .expect("kill")
+            .success(),
+        "kill -{signal}"
+    );
+}
+
+/// Waits at most 10 s for the service to exit; its status.
+fn exit_status(served: &mut Served) -> std::process::ExitStatus {
+    for _ in 0..100 {
+        if let Some(status) = served.child.try_wait().expect("wait") {
+            return status;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("still running 10 s after the signal");
+}
+
+/// What `systemctl reload`, a closed terminal, logrotate, runit's `sv 1`/`sv 2`/`sv alarm` and a
+/// resized terminal send: none stops the service, which answers docks and pilots after each;
+/// SIGINT then stops it cleanly.
+#[tokio::test]
+async fn no_signal_but_term_or_int_stops_the_service() {
+    let dir = tempfile::tempdir().expect("dir");
+    let data = dir.path().join("data");
+    let token = token(&data, "default");
+    let audit = dir.path().join("audit.jsonl");
+    let audit_path = audit.to_str().expect("utf-8").to_owned();
+    let mut served = Served::spawn(
+        &data,
+        &dir.path().join("stderr.log"),
+        &[("STSGATE_AUDIT__PATH", &audit_path)],
+    );
+    let mut dock = common::Dock::connect(&served.mqtt, "SIG0001").await;
+    for (i, name) in ["HUP", "USR1", "USR2", "ALRM", "PIPE", "WINCH", "CONT"]
+        .iter()
+        .enumerate()
+    {
+        signal(&served, name);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(
+            served.child.try_wait().expect("wait").is_none(),
+            "SIG{name} stopped the service"
+        );
+        let (status, body) = served.sts("default", &token).await;
+        assert_eq!(status, 200, "after SIG{name}: {body}");
+        let reply = dock
+            .request(&common::storage_config_get(&format!("sig{i}"), "1"))
+            .await;
+        assert_eq!(reply["data"]["result"], 0, "after SIG{name}: {reply}");
+    }
+    signal(&served, "INT");
+    assert!(exit_status(&mut served).success(), "SIGINT stops cleanly");
+}
+
+/// A log rotator renames the audit file and sends SIGHUP while pilots are being answered: every
+/// credential handed out is in exactly one of the two files, and those after the signal are in
+/// the new one (mode 0600).
+#[tokio::test]
+async fn a_rotated_audit_file_loses_and_repeats_no_record() {
+    let dir = tempfile::tempdir().expect("dir");
+    let data = dir.path().join("data");
+    let log = dir.path().join("stderr.log");
+    let token = token(&data, "default");
+    let audit = dir.path().join("audit.jsonl");
+    let rotated = dir.path().join("audit.jsonl.1");
+    let audit_path = audit.to_str().expect("utf-8").to_owned();
+    // (No rate limit: one pilot asks as fast as it is answered.)
+    let mut served = Served::spawn(
+        &data,
+        &log,
+        &[
+            ("STSGATE_AUDIT__PATH", &audit_path),
+            ("STSGATE_LIMITS__SUBJECT_PER_MINUTE", "0"),
+        ],
+    );
+    let served_http = served.http.clone();
+    let asking = {
+        let token = token.clone();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let task = tokio::spawn(async move {
+            let client = reqwest::Client::new();
+            let mut answered = 0_usize;
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                let response = client
+                    .post(format!(
+                        "http://{served_http}/storage/api/v1/workspaces/default/sts"
+                    ))
+                    .header("x-auth-token", &token)
+                    .send()
+                    .await
+                    .expect("answered");
+                assert_eq!(response.status(), 200);
+                answered += 1;
+            }
+            answered
+        });
+        (stop, task)
+    };
+    let lines = |path: &Path| {
+        std::fs::read_to_string(path)
+            .map(|text| text.lines().count())
+            .unwrap_or(0)
+    };
+    for _ in 0..500 {
+        if lines(&audit) >= 20 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    std::fs::rename(&audit, &rotated).expect("rotate");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    signal(&served, "HUP");
+    let reopened = async {
+        while !std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("the audit file is open again")
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), reopened)
+        .await
+        .expect("the reopen is logged");
+    let after_signal = served.sts("default", &token).await;
+    assert_eq!(after_signal.0, 200);
+    for _ in 0..500 {
+        if lines(&audit) >= 20 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    asking.0.store(true, std::sync::atomic::Ordering::Relaxed);
+    let answered = asking.1.await.expect("asker") + 1;
+    // The writer flushes once its queue is empty: wait for it to settle.
+    let mut total = 0;
+    for _ in 0..100 {
+        total = lines(&audit) + lines(&rotated);
+        if total >= answered {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        total, answered,
+        "records in both files vs credentials handed out"
+    );
+    assert!(
+        lines(&rotated) >= 20,
+        "the records before the signal stayed"
+    );
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&audit)
+            .expect("new file")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    signal(&served, "TERM");
+    assert!(exit_status(&mut served).success());
+}

@@ -225,7 +225,7 @@ fn main() {
             Box::pin(herd::run(&scale)).await.print_and_check();
         }
         if wanted("faults") {
-            faults::run(&scale).await.print_and_check();
+            Box::pin(faults::run(&scale)).await.print_and_check();
         }
         if wanted("soak") {
             report(soak::run(&scale).await);

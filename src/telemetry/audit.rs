@@ -3,6 +3,10 @@
 //! never a secret. Lines go through a bounded channel to a writer task, so a slow disk never
 //! slows a request; if the channel is full the record is dropped and counted
 //! (`stsgate_audit_dropped_total`).
+//!
+//! [`Audit::reopen`] (on `SIGHUP`) closes the file and opens `audit.path` again, so that a log
+//! rotator may rename the file and signal: a record queued before the signal goes to the renamed
+//! file, every later one to the new file, none to both and none lost.
 
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
@@ -18,7 +22,16 @@ const QUEUE: usize = 4096;
 /// A handle to the audit log; a no-op when none is configured. Cheap to clone.
 #[derive(Clone, Debug, Default)]
 pub struct Audit {
-    tx: Option<mpsc::Sender<String>>,
+    tx: Option<mpsc::Sender<Message>>,
+}
+
+/// What the writer task is asked to do, in order.
+#[derive(Debug)]
+enum Message {
+    /// Write a record's line.
+    Line(String),
+    /// Open the file again; say how it went.
+    Reopen(tokio::sync::oneshot::Sender<std::io::Result<()>>),
 }
 
 /// What was handed out, as the audit trail records it (never a secret).
@@ -62,14 +75,22 @@ struct Record<'a> {
 impl Audit {
     /// Opens (appending, mode 0600) the audit file and starts its writer task.
     pub async fn open(path: &Path) -> std::io::Result<Self> {
-        let mut options = tokio::fs::OpenOptions::new();
-        options.create(true).append(true);
-        #[cfg(unix)]
-        options.mode(0o600);
-        let file = options.open(path).await?;
+        let file = open_file(path).await?;
         let (tx, rx) = mpsc::channel(QUEUE);
         tokio::spawn(write(file, rx, path.to_owned()));
         Ok(Self { tx: Some(tx) })
+    }
+
+    /// Writes out what is queued, closes the file and opens `audit.path` again (created if a
+    /// rotator moved it away). If it cannot be opened, records go on to the old file and the
+    /// error is returned. A no-op without an audit log.
+    pub async fn reopen(&self) -> std::io::Result<()> {
+        let Some(tx) = &self.tx else { return Ok(()) };
+        let (done, result) = tokio::sync::oneshot::channel();
+        // Waits for room: a reopen is never dropped, unlike a record under a flood.
+        let gone = || std::io::Error::other("the audit writer has stopped");
+        tx.send(Message::Reopen(done)).await.map_err(|_| gone())?;
+        result.await.map_err(|_| gone())?
     }
 
     /// Records a credential handed out to `requester`.
@@ -96,14 +117,41 @@ impl Audit {
             return;
         };
         line.push('\n');
-        if tx.try_send(line).is_err() {
+        if tx.try_send(Message::Line(line)).is_err() {
             metrics::counter!("stsgate_audit_dropped_total").increment(1);
         }
     }
 }
 
-async fn write(mut file: tokio::fs::File, mut rx: mpsc::Receiver<String>, path: PathBuf) {
-    while let Some(line) = rx.recv().await {
+/// Opens the audit file for appending, created with mode 0600.
+async fn open_file(path: &Path) -> std::io::Result<tokio::fs::File> {
+    let mut options = tokio::fs::OpenOptions::new();
+    options.create(true).append(true);
+    #[cfg(unix)]
+    options.mode(0o600);
+    options.open(path).await
+}
+
+async fn write(mut file: tokio::fs::File, mut rx: mpsc::Receiver<Message>, path: PathBuf) {
+    while let Some(message) = rx.recv().await {
+        let line = match message {
+            Message::Line(line) => line,
+            Message::Reopen(done) => {
+                let reopened = match file.flush().await {
+                    Ok(()) => open_file(&path).await,
+                    Err(e) => Err(e),
+                };
+                let reopened = match reopened {
+                    Ok(new) => {
+                        file = new;
+                        Ok(())
+                    }
+                    Err(e) => Err(e),
+                };
+                let _ = done.send(reopened);
+                continue;
+            }
+        };
         let mut result = file.write_all(line.as_bytes()).await;
         // Flush once the queue is empty: batches under load, prompt when idle.
         if result.is_ok() && rx.is_empty() {
