@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 use crate::auth::{self, Verifier};
 use crate::config::Config;
 use crate::domain::Readiness;
-use crate::gateway::Gateway;
+use crate::gateway::{Changes, Gateway};
 use crate::http::{self, AppState};
 use crate::mqtt::{self, BrokerAddr};
 use crate::secret::Secret;
@@ -36,9 +36,9 @@ pub enum Error {
     /// The token verification keys could not be loaded or generated.
     #[error("auth: {0}")]
     Auth(#[from] auth::SetupError),
-    /// The issuer could not be built.
-    #[error("storage: {0}")]
-    Issuer(#[from] crate::issuer::Error),
+    /// A profile's issuer could not be built (the message names the key).
+    #[error(transparent)]
+    Source(#[from] crate::source::Error),
     /// The gateway could not be built (the message names the key).
     #[error(transparent)]
     Gateway(#[from] crate::gateway::SetupError),
@@ -100,7 +100,7 @@ fn check_listeners(config: &Config) -> Result<(), Error> {
         let addr = config.mqtt.embedded_listen;
         bind(addr).map_err(|error| crate::embedded::broker::Error::Bind { addr, error })?;
     }
-    if config.storage.provider == crate::domain::ProviderKind::Local {
+    if config.local_profile().is_some() {
         let addr = config.storage.local.listen;
         bind(addr).map_err(|error| crate::embedded::store::Error::Bind { addr, error })?;
     }
@@ -123,8 +123,13 @@ pub struct Service {
     pub readiness: Readiness,
     /// The embedded S3 store, when `storage.provider = "local"`.
     pub store: Option<crate::embedded::store::Started>,
-    /// The audit log, to re-open on `SIGHUP`.
-    audit: Audit,
+    /// The configuration as last loaded (before the ports bound were filled in), which a
+    /// reload is compared with; one reload at a time.
+    loaded: tokio::sync::Mutex<Config>,
+    /// Reloads done, for the status `stsgate reload` reads.
+    reloads: std::sync::atomic::AtomicU64,
+    /// The embedded store's keyring, for a `local` profile a reload rebuilds.
+    keyring: Option<Arc<crate::embedded::store::keyring::Keyring>>,
     shutdown: CancellationToken,
     tasks: JoinSet<()>,
     /// Stopped last, once the MQTT session has said goodbye.
@@ -138,23 +143,26 @@ impl Service {
     /// background: see [`Service::wait_ready`]).
     pub async fn start(mut config: Config) -> Result<Self, Error> {
         check_listeners(&config)?;
+        let loaded = config.clone();
         crate::files::create_private_dir(&config.data_dir).map_err(|source| Error::DataDir {
             path: config.data_dir.clone(),
             source,
         })?;
         let metrics = telemetry::metrics::install();
         let jwt_secret = auth::load_or_generate(&config.auth, &config.data_dir)?;
-        let opened = source::open(&config).await?;
+        // Boxed: every provider's client builder is in this future.
+        let opened = Box::pin(source::open(&config)).await?;
         let caps = Caps::new(&config, opened.keyring.is_some());
         let shutdown = CancellationToken::new();
         let mut tasks = JoinSet::new();
-        let store = match &opened.keyring {
-            Some(keyring) => {
+        let local_bucket = config.local_profile().map(|(_, p)| p.bucket.clone());
+        let store = match (&opened.keyring, local_bucket) {
+            (Some(keyring), Some(bucket)) => {
                 let started = crate::embedded::store::start(
                     &config.storage.local,
                     caps.store,
                     &config.data_dir,
-                    &config.storage.bucket,
+                    &bucket,
                     keyring.clone(),
                     &shutdown,
                     &mut tasks,
@@ -164,7 +172,7 @@ impl Service {
                 config.storage.local.listen = started.addr;
                 Some(started)
             }
-            None => None,
+            _ => None,
         };
         let audit = match &config.audit.path {
             Some(path) => Audit::open(path).await.map_err(|source| Error::Audit {
@@ -173,9 +181,13 @@ impl Service {
             })?,
             None => Audit::default(),
         };
-        let gateway = Gateway::new(&config, opened.issuer)?;
+        let gateway = Gateway::new(&config, opened.issuers, audit)?;
+        for result in ["ok", "rejected"] {
+            // Exported at zero from the start, so that a rate over it works before the first.
+            ::metrics::counter!("stsgate_config_reloads_total", "result" => result).increment(0);
+        }
         gateway.probe_registry().await?;
-        let gateway = Arc::new(gateway.with_audit(audit.clone()));
+        let gateway = Arc::new(gateway);
         let mut mqtt_users_generated = None;
         let mut service_login = None;
         let (broker, embedded_mqtt) = match &config.mqtt.url {
@@ -272,7 +284,9 @@ impl Service {
             gateway,
             readiness,
             store,
-            audit,
+            loaded: tokio::sync::Mutex::new(loaded),
+            keyring: opened.keyring,
+            reloads: std::sync::atomic::AtomicU64::new(0),
             shutdown,
             tasks,
             embedded_mqtt,
@@ -292,7 +306,129 @@ impl Service {
     /// Closes and opens again the files the service appends to (`audit.path`), for a log
     /// rotator that renamed them: what was queued goes to the old file, the rest to the new.
     pub async fn reopen_files(&self) -> std::io::Result<()> {
-        self.audit.reopen().await
+        self.gateway.audit().reopen().await
+    }
+
+    /// Reads the configuration again from `sources` (the file, every `*_file` secret; the
+    /// environment and flags as they were at start) and applies what can change while running:
+    /// storage profiles, `[workspaces.profile]`, `[devices]`, `[limits]` and `audit.path`. The
+    /// audit file is opened again either way (a log rotator's SIGHUP). A configuration that does
+    /// not validate, or asks for what only a restart can do (the embedded store's own profile
+    /// added, removed or moved to another bucket), is rejected whole: the service keeps the
+    /// one it has. Each outcome is logged and counted
+    /// (`stsgate_config_reloads_total{result}`); settings that need a restart are named in the
+    /// log.
+    pub async fn reload(&self, sources: &crate::config::Sources) -> Result<Changes, ReloadError> {
+        let mut loaded = self.loaded.lock().await;
+        let result = self.apply(&loaded, sources).await;
+        let restart = match &result {
+            Ok((new, _)) => needs_restart(&loaded, new),
+            Err(_) => Vec::new(),
+        };
+        let label = match &result {
+            Ok((_, changes)) => {
+                for key in &restart {
+                    tracing::warn!(
+                        key,
+                        "the configuration changed a setting a reload cannot apply; it takes \
+                         effect at the next start"
+                    );
+                }
+                tracing::info!(
+                    changes = %if changes.is_empty() { "none".to_owned() } else { changes.join("; ") },
+                    "configuration reloaded"
+                );
+                "ok"
+            }
+            Err(error) => {
+                for line in error.to_string().lines() {
+                    tracing::error!(problem = %line.trim_start_matches("  - "), "configuration reload rejected; the running configuration is kept");
+                }
+                "rejected"
+            }
+        };
+        ::metrics::counter!("stsgate_config_reloads_total", "result" => label).increment(1);
+        let status = crate::control::Status {
+            pid: std::process::id(),
+            seq: self
+                .reloads
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                + 1,
+            result: label.to_owned(),
+            lines: match &result {
+                Ok((_, changes)) => changes.clone(),
+                Err(error) => error
+                    .to_string()
+                    .lines()
+                    .map(|l| l.trim_start_matches("  - ").to_owned())
+                    .collect(),
+            },
+            restart: restart.iter().map(|k| (*k).to_owned()).collect(),
+        };
+        if let Err(error) = crate::control::record(&loaded.data_dir, &status) {
+            tracing::warn!(%error, "cannot record the reload's outcome for `stsgate reload`");
+        }
+        let (new, changes) = result?;
+        *loaded = new;
+        Ok(changes)
+    }
+
+    /// Builds and swaps in the snapshot of the configuration in `sources`; the configuration
+    /// loaded and what changed, or why nothing did.
+    async fn apply(
+        &self,
+        old: &Config,
+        sources: &crate::config::Sources,
+    ) -> Result<(Config, Changes), ReloadError> {
+        let new = crate::config::load(sources)?;
+        let store = |c: &Config| c.local_profile().map(|(_, p)| p.bucket.clone());
+        if store(old) != store(&new) {
+            let said = |b: Option<String>| {
+                b.map_or("no local profile".to_owned(), |b| {
+                    format!("a local profile with bucket {b}")
+                })
+            };
+            return Err(ReloadError::Restart(format!(
+                "the embedded store starts with the service: the running one serves {}, the \
+                 new configuration asks for {}; restart to change it",
+                said(store(old)),
+                said(store(&new))
+            )));
+        }
+        let mut running = new.clone();
+        if let Some(store) = &self.store {
+            // The store's address as bound, as at start.
+            running.storage.local.listen = store.addr;
+        }
+        let mut fresh = std::collections::BTreeMap::new();
+        let mut keyring = self.keyring.clone();
+        for (name, profile) in running.all_profiles() {
+            let resolved = source::resolve(name, profile)?;
+            if !self.gateway.has_profile(name, &resolved.fingerprint) {
+                let sourced =
+                    Box::pin(source::open_profile(&running, &resolved, &mut keyring)).await?;
+                fresh.insert(name.to_owned(), sourced);
+            }
+        }
+        let current = self.gateway.audit();
+        let audit = if new.audit.path == old.audit.path {
+            if let Err(error) = current.reopen().await {
+                tracing::error!(%error, "the audit file cannot be opened again; records go on to the file that was open");
+            }
+            current
+        } else {
+            match &new.audit.path {
+                Some(path) => Audit::open(path)
+                    .await
+                    .map_err(|source| ReloadError::Audit {
+                        path: path.clone(),
+                        source,
+                    })?,
+                None => Audit::default(),
+            }
+        };
+        let changes = self.gateway.reload(&running, fresh, audit).await?;
+        Ok((new, changes))
     }
 
     /// A token that stops the service when cancelled.
@@ -316,6 +452,74 @@ impl Service {
             broker.stop();
         }
     }
+}
+
+/// Why a reload changed nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    /// The new configuration does not validate (every problem listed).
+    #[error(transparent)]
+    Config(#[from] crate::config::Error),
+    /// It asks for what only a restart can do.
+    #[error("{0}")]
+    Restart(String),
+    /// A profile's credential source cannot be built (the message names the key).
+    #[error(transparent)]
+    Source(#[from] crate::source::Error),
+    /// The snapshot cannot be built (the message names the key).
+    #[error(transparent)]
+    Gateway(#[from] crate::gateway::SetupError),
+    /// The new audit file cannot be opened.
+    #[error("audit.path {}: {source}", path.display())]
+    Audit {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// The settings read at start only that differ between `old` and `new`, by key.
+fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
+    let differ = |a: serde_json::Result<serde_json::Value>,
+                  b: serde_json::Result<serde_json::Value>| { a.ok() != b.ok() };
+    let mut keys = Vec::new();
+    let mut check = |key, a, b| {
+        if differ(a, b) {
+            keys.push(key);
+        }
+    };
+    check(
+        "data_dir",
+        serde_json::to_value(&old.data_dir),
+        serde_json::to_value(&new.data_dir),
+    );
+    check(
+        "http",
+        serde_json::to_value(&old.http),
+        serde_json::to_value(&new.http),
+    );
+    check(
+        "mqtt",
+        serde_json::to_value(&old.mqtt),
+        serde_json::to_value(&new.mqtt),
+    );
+    check(
+        "auth",
+        serde_json::to_value(&old.auth),
+        serde_json::to_value(&new.auth),
+    );
+    check(
+        "storage.local",
+        serde_json::to_value(&old.storage.local),
+        serde_json::to_value(&new.storage.local),
+    );
+    check(
+        "log",
+        serde_json::to_value(&old.log),
+        serde_json::to_value(&new.log),
+    );
+    keys
 }
 
 /// Each listener's connection cap: the configured ones, scaled to the descriptor limit.

@@ -1,4 +1,4 @@
-//! The command line: `serve`, `token`, `config`. Flags override environment variables, which
+//! The command line: `serve`, `token`, `check`, `config`, `reload`. Flags override environment variables, which
 //! override the config file, which overrides the defaults.
 
 use std::net::SocketAddr;
@@ -47,13 +47,19 @@ enum Command {
     Check(CheckArgs),
     /// Print the effective configuration (secrets redacted).
     Config,
+    /// Make the service running with this data dir read its configuration again (SIGHUP through
+    /// its pid file) and print the outcome; exits non-zero if it was rejected.
+    Reload,
 }
 
 #[derive(Debug, Args)]
 struct CheckArgs {
-    /// Workspace whose prefix the probe is written under.
+    /// Workspace whose profile is checked and under whose prefix the probe is written.
     #[arg(long, default_value = "stsgate-check")]
     workspace: String,
+    /// Check every storage profile once (the probe under `--workspace`'s prefix in each).
+    #[arg(long)]
+    all: bool,
     /// Embedded S3 store listen address, when the check has to start one [env: STSGATE_STORAGE__LOCAL__LISTEN].
     #[arg(long, value_name = "ADDR")]
     storage_local_listen: Option<SocketAddr>,
@@ -119,6 +125,11 @@ impl Global {
 impl Cli {
     /// Loads the configuration from the file, the environment and the flags.
     pub fn load_config(&self) -> Result<Config, config::Error> {
+        config::load(&self.sources())
+    }
+
+    /// Where the configuration comes from: the file, the environment as it is now, the flags.
+    fn sources(&self) -> Sources {
         let mut flags = Vec::new();
         let mut flag = |key: &str, value: Option<String>| {
             if let Some(value) = value {
@@ -151,22 +162,28 @@ impl Cli {
                 check.storage_local_listen.map(|a| a.to_string()),
             );
         }
-        config::load(&Sources {
+        Sources {
             file: self.global.config.clone(),
             env: std::env::vars().collect(),
             flags,
-        })
+        }
     }
 
     /// Runs the command.
     pub async fn run(self, config: Config) -> anyhow::Result<()> {
         match self.command {
             Command::Serve(_) => {
+                // Read again on SIGHUP, with the environment and flags of this start.
+                let sources = self.sources();
                 let global = self.global;
-                Box::pin(serve(config, move |data_dir| global.command_line(data_dir))).await
+                Box::pin(serve(config, sources, move |data_dir| {
+                    global.command_line(data_dir)
+                }))
+                .await
             }
             Command::Token(args) => token(&config, &args),
             Command::Check(args) => Box::pin(check(config, &args)).await,
+            Command::Reload => reload(&config),
             Command::Config => {
                 say(&toml::to_string_pretty(&config).context("cannot print the configuration")?);
                 Ok(())
@@ -180,6 +197,7 @@ const DOCK_EXAMPLE: &str = r#"{"tid":"6a7bfe89-c386-4043-b600-b518e10096cc","bid
 
 async fn serve(
     config: Config,
+    sources: Sources,
     again: impl FnOnce(&std::path::Path) -> String,
 ) -> anyhow::Result<()> {
     let _log = telemetry::init_logging(&config.log).context("cannot start the log writer")?;
@@ -189,6 +207,13 @@ async fn serve(
         config.storage.provider,
     );
     let service = Service::start(config).await?;
+    // For `stsgate reload`; removed when the service stops.
+    let _pid = stsgate::control::PidFile::write(&data_dir).with_context(|| {
+        format!(
+            "cannot write {}",
+            data_dir.join(stsgate::control::PID_FILE).display()
+        )
+    })?;
     if !service.wait_ready(Duration::from_secs(5)).await {
         tracing::warn!(broker = %service.broker, "not subscribed yet; still trying in the background");
     }
@@ -264,7 +289,7 @@ async fn serve(
         data_dir.display()
     ));
     say(&banner);
-    until_stopped(&service).await;
+    until_stopped(&service, &sources).await;
     tracing::info!("shutting down");
     service.stop().await;
     Ok(())
@@ -272,13 +297,50 @@ async fn serve(
 
 async fn check(config: Config, args: &CheckArgs) -> anyhow::Result<()> {
     let workspace = WorkspaceId::parse(&args.workspace)?;
-    say(&format!(
-        "stsgate check: provider {}, bucket {}",
-        config.storage.provider, config.storage.bucket
-    ));
-    let report = stsgate::check::run(config, workspace).await;
+    let target = if args.all {
+        say(&format!(
+            "stsgate check: every profile ({})",
+            config
+                .all_profiles()
+                .map(|(name, _)| name)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+        stsgate::check::Target::All(workspace)
+    } else {
+        let name = config
+            .workspaces
+            .profile
+            .get(workspace.as_str())
+            .map_or(config::DEFAULT_PROFILE, String::as_str);
+        let profile = config.profile(name).unwrap_or(&config.storage);
+        say(&format!(
+            "stsgate check: workspace {workspace}, profile {name}: provider {}, bucket {}",
+            profile.provider, profile.bucket
+        ));
+        stsgate::check::Target::Workspace(workspace)
+    };
+    let report = stsgate::check::run(config, target).await;
     say(report.render().trim_end());
     anyhow::ensure!(report.passed(), "check failed");
+    Ok(())
+}
+
+/// `stsgate reload`: the file is valid (or this command would not have started), so the
+/// service is signalled; what it made of it is its own answer (the environment may differ).
+fn reload(config: &Config) -> anyhow::Result<()> {
+    let status = stsgate::control::request_reload(&config.data_dir, Duration::from_secs(10))?;
+    let mut out = format!("stsgate reload: process {}: {}", status.pid, status.result);
+    for line in &status.lines {
+        out.push_str(&format!("\n  {line}"));
+    }
+    for key in &status.restart {
+        out.push_str(&format!(
+            "\n  {key}: changed, takes effect at the next start"
+        ));
+    }
+    say(&out);
+    anyhow::ensure!(status.result == "ok", "the running configuration is kept");
     Ok(())
 }
 
@@ -303,10 +365,11 @@ fn parse_duration(s: &str) -> Result<Duration, humantime::DurationError> {
 
 /// Serves until SIGTERM or SIGINT (Ctrl-C). No other signal that a process manager, a terminal
 /// or a log rotator sends stops the service, though their default action would: SIGHUP
-/// (`systemctl reload`, a closed terminal, logrotate's `postrotate`) opens the audit file again;
+/// (`systemctl reload`, `stsgate reload`, a closed terminal, logrotate's `postrotate`) reads the
+/// configuration again and opens the audit file again ([`stsgate::app::Service::reload`]);
 /// SIGUSR1, SIGUSR2 and SIGALRM (runit's `sv 1`, `sv 2`, `sv alarm`) are logged and ignored.
 /// (Rust's runtime ignores SIGPIPE; SIGQUIT is left to dump core, as its sender asks.)
-async fn until_stopped(service: &stsgate::app::Service) {
+async fn until_stopped(service: &stsgate::app::Service, sources: &Sources) {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{Signal, SignalKind, signal};
@@ -329,17 +392,16 @@ async fn until_stopped(service: &stsgate::app::Service) {
             tokio::select! {
                 _ = tokio::signal::ctrl_c() => return,
                 () = next(&mut term) => return,
-                () = next(&mut hangup) => match service.reopen_files().await {
-                    Ok(()) => tracing::info!(
-                        "SIGHUP: the audit file is open again; the configuration is read at \
-                         start only, so a change to it takes effect at the next start"
-                    ),
-                    Err(error) => tracing::error!(
-                        %error,
-                        "SIGHUP: the audit file cannot be opened again; records go on to the \
-                         file that was open"
-                    ),
-                },
+                () = next(&mut hangup) => {
+                    tracing::info!(signal = "SIGHUP", "reading the configuration again");
+                    // The outcome is logged and counted by the reload itself; on a rejected
+                    // one the audit file is still opened again, as a rotator needs.
+                    if service.reload(sources).await.is_err()
+                        && let Err(error) = service.reopen_files().await
+                    {
+                        tracing::error!(%error, "the audit file cannot be opened again; records go on to the file that was open");
+                    }
+                }
                 () = next(&mut usr1) => tracing::info!(signal = "SIGUSR1", "signal ignored"),
                 () = next(&mut usr2) => tracing::info!(signal = "SIGUSR2", "signal ignored"),
                 () = next(&mut alarm) => tracing::info!(signal = "SIGALRM", "signal ignored"),
@@ -348,7 +410,7 @@ async fn until_stopped(service: &stsgate::app::Service) {
     }
     #[cfg(not(unix))]
     {
-        let _ = service;
+        let _ = (service, sources);
         let _ = tokio::signal::ctrl_c().await;
     }
 }

@@ -17,6 +17,7 @@ pub mod auth;
 pub mod cache;
 pub mod check;
 pub mod config;
+pub mod control;
 pub mod domain;
 pub mod embedded;
 pub mod files;

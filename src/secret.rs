@@ -17,6 +17,30 @@ pub struct Secret(Box<str>);
 /// What `Debug`/`Display` print instead of a secret.
 pub const REDACTED: &str = "[redacted]";
 
+/// A digest of some settings and the secrets they were resolved with: tells whether a reloaded
+/// configuration changed a part (a rotated secret file included) without keeping its secrets a
+/// second time. SHA-256 over each part's length and bytes, so no two lists of parts collide.
+pub type Fingerprint = [u8; 32];
+
+/// The [`Fingerprint`] of `settings` (serialised with secrets redacted) and `secrets`.
+pub fn fingerprint<T: Serialize>(settings: &T, secrets: &[Option<&Secret>]) -> Fingerprint {
+    let mut context = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+    let mut part = |bytes: &[u8]| {
+        context.update(&(bytes.len() as u64).to_be_bytes());
+        context.update(bytes);
+    };
+    part(&serde_json::to_vec(settings).unwrap_or_default());
+    for secret in secrets {
+        match secret {
+            Some(secret) => part(secret.expose().as_bytes()),
+            None => part(b"\0none"),
+        }
+    }
+    let mut out = [0; 32];
+    out.copy_from_slice(context.finish().as_ref());
+    out
+}
+
 // === impl Secret ===
 
 impl Secret {

@@ -57,7 +57,7 @@ async fn aws_credentials_come_from_assume_role_and_upload() {
     let calls = || {
         svc.counter(
             "stsgate_upstream_calls_total",
-            r#"provider="aws",outcome="ok""#,
+            r#"provider="aws",profile="default",outcome="ok""#,
         )
     };
     let before = calls().await;

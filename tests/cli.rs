@@ -807,7 +807,7 @@ async fn a_rotated_audit_file_loses_and_repeats_no_record() {
     let reopened = async {
         while !std::fs::read_to_string(&log)
             .unwrap_or_default()
-            .contains("the audit file is open again")
+            .contains("configuration reloaded")
         {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -853,4 +853,146 @@ async fn a_rotated_audit_file_loses_and_repeats_no_record() {
     }
     signal(&served, "TERM");
     assert!(exit_status(&mut served).success());
+}
+
+/// Waits at most 10 s for `needle` in the service's log.
+async fn logged(log: &Path, needle: &str) {
+    let seen = async {
+        while !std::fs::read_to_string(log)
+            .unwrap_or_default()
+            .contains(needle)
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), seen)
+        .await
+        .unwrap_or_else(|_| panic!("`{needle}` is logged"));
+}
+
+/// `systemctl reload` (SIGHUP) reads the file again: a changed profile is answered with fresh
+/// credentials under its new prefix; a broken file then changes nothing and is logged with
+/// every problem; both are counted; a setting that needs a restart is named.
+#[tokio::test]
+async fn sighup_reads_the_configuration_again_and_a_broken_file_changes_nothing() {
+    let dir = tempfile::tempdir().expect("dir");
+    let data = dir.path().join("data");
+    let log = dir.path().join("stderr.log");
+    let file = dir.path().join("stsgate.toml");
+    let config =
+        |prefix: &str| format!("[storage]\nobject_key_prefix = \"{prefix}/{{workspace_id}}\"\n");
+    std::fs::write(&file, config("before")).unwrap();
+    let token = token(&data, "ws-1");
+    let served = Served::spawn(&data, &log, &[("STSGATE_CONFIG", file.to_str().unwrap())]);
+    let answer = |served: &Served| {
+        let token = token.clone();
+        let served_http = served.http.clone();
+        async move {
+            let response = reqwest::Client::new()
+                .post(format!(
+                    "http://{served_http}/storage/api/v1/workspaces/ws-1/sts"
+                ))
+                .header("x-auth-token", &token)
+                .send()
+                .await
+                .expect("answered");
+            assert_eq!(response.status(), 200);
+            let body: serde_json::Value = response.json().await.expect("JSON");
+            (
+                body["data"]["object_key_prefix"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned(),
+                body["data"]["credentials"]["access_key_id"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned(),
+            )
+        }
+    };
+    let (prefix, first_key) = answer(&served).await;
+    assert_eq!(prefix, "before/ws-1");
+
+    std::fs::write(
+        &file,
+        config("after") + "[http]\nheader_timeout = \"20s\"\n",
+    )
+    .unwrap();
+    // `stsgate reload` signals it through the pid file and prints what it made of the file.
+    let out = stsgate(&data)
+        .arg("--config")
+        .arg(&file)
+        .arg("reload")
+        .output()
+        .expect("runs");
+    let said = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        said.contains(&format!("process {}: ok", served.child.id()))
+            && said.contains("profile default changed")
+            && said.contains("http: changed, takes effect at the next start"),
+        "{said}"
+    );
+    logged(&log, "configuration reloaded").await;
+    let (prefix, key) = answer(&served).await;
+    assert_eq!(prefix, "after/ws-1");
+    assert_ne!(
+        key, first_key,
+        "the changed profile's credentials were dropped"
+    );
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains("key=\"http\"") || text.contains("key=http"),
+        "the setting that needs a restart is named:\n{text}"
+    );
+
+    std::fs::write(&file, "[storage]\nprovder = \"aws\"\nduration = \"soon\"\n").unwrap();
+    signal(&served, "HUP");
+    logged(&log, "configuration reload rejected").await;
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains("storage.provder") && text.contains("storage.duration"),
+        "every problem is logged:\n{text}"
+    );
+    assert_eq!(answer(&served).await, (prefix, key), "nothing changed");
+    let status: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(data.join("reload.json")).unwrap()).unwrap();
+    assert_eq!(status["result"], "rejected", "{status}");
+    let (_, metrics) = served.get("/metrics").await;
+    for (result, want) in [("ok", 1.0), ("rejected", 1.0)] {
+        assert_eq!(
+            common::metric(
+                &metrics,
+                "stsgate_config_reloads_total",
+                &format!(r#"result="{result}""#)
+            ),
+            want,
+            "{metrics}"
+        );
+    }
+}
+
+/// `stsgate reload` with no service running on the data dir says so, and fails; a stale pid
+/// file (a process that is not stsgate) is never signalled.
+#[test]
+fn reload_without_a_running_service_says_so() {
+    let dir = tempfile::tempdir().expect("dir");
+    let out = stsgate(dir.path()).arg("reload").output().expect("runs");
+    assert!(!out.status.success());
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("no service runs with data dir"), "{said}");
+    // This test's own process is not stsgate.
+    std::fs::write(
+        dir.path().join("stsgate.pid"),
+        format!("{}\n", std::process::id()),
+    )
+    .unwrap();
+    let out = stsgate(dir.path()).arg("reload").output().expect("runs");
+    assert!(!out.status.success());
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("not a running stsgate"), "{said}");
 }

@@ -332,7 +332,7 @@ async fn short_lived_credentials_are_refreshed_ahead_of_expiry() {
     let upstream = svc
         .counter(
             "stsgate_upstream_calls_total",
-            r#"provider="local",outcome="ok""#,
+            r#"provider="local",profile="default",outcome="ok""#,
         )
         .await;
     assert!(upstream >= 2.0, "{upstream}");
@@ -376,6 +376,7 @@ async fn every_credential_handed_out_is_audited_without_secrets() {
     assert_eq!(first["subject"], "pilot");
     assert_eq!(first["prefix"], "ws-audit");
     assert_eq!(first["provider"], "minio");
+    assert_eq!(first["profile"], "default");
     assert_eq!(
         first["access_key_id"],
         http["data"]["credentials"]["access_key_id"]
@@ -553,8 +554,8 @@ async fn an_oversized_or_odd_request_id_is_replaced_by_a_fresh_one() {
 async fn metrics_show_requests_cache_and_upstream() {
     let svc = TestService::start().await;
     let token = svc.token("ws-metrics");
-    let miss = r#"outcome="miss""#;
-    let hit = r#"outcome="hit""#;
+    let miss = r#"profile="default",outcome="miss""#;
+    let hit = r#"profile="default",outcome="hit""#;
     let (misses, hits) = (
         svc.counter("stsgate_cache_requests_total", miss).await,
         svc.counter("stsgate_cache_requests_total", hit).await,
@@ -569,8 +570,11 @@ async fn metrics_show_requests_cache_and_upstream() {
     let (_, text) = svc.get("/metrics").await;
     // The latency histogram, by provider and outcome.
     assert!(
-        text.contains(r#"stsgate_upstream_seconds_count{provider="local",outcome="ok"}"#)
-            || text.contains(r#"stsgate_upstream_seconds{provider="local",outcome="ok",quantile="#),
+        text.contains(
+            r#"stsgate_upstream_seconds_count{provider="local",profile="default",outcome="ok"}"#
+        ) || text.contains(
+            r#"stsgate_upstream_seconds{provider="local",profile="default",outcome="ok",quantile="#
+        ),
         "{text}"
     );
     assert!(text.contains("stsgate_upstream_calls_total{"), "{text}");

@@ -120,7 +120,7 @@ pub async fn run(scale: &Scale) -> Vec<String> {
     })
     .expect("config")
     .storage;
-    let issuer = Arc::new(AwsSts::new(&storage).await);
+    let issuer = Arc::new(AwsSts::new(&storage, "storage").await);
     let calls_before = crate::herd::upstream_calls();
     let service = crate::start(&env).await;
     let demo = per_request_server(issuer, "media").await;

@@ -48,6 +48,11 @@ pub struct Lease {
 
 struct Inner {
     issuer: IssuerHandle,
+    /// The storage profile this cache serves: the `profile` label of its series.
+    profile: Arc<str>,
+    /// `stsgate_cache_requests_total{profile, outcome="hit"}`, registered once: every hit
+    /// counts it (a `counter!` call looks its series up by name and labels each time).
+    hits: metrics::Counter,
     policy: Lifetimes,
     duration: Duration,
     timeout: Duration,
@@ -71,11 +76,14 @@ struct Slot {
 // === impl Cache ===
 
 impl Cache {
-    /// A cache in front of `issuer` with the lifetimes of `[storage]`.
-    pub fn new(issuer: IssuerHandle, storage: &StorageProfile) -> Self {
+    /// A cache in front of `issuer` with the lifetimes of the storage profile named `profile`.
+    /// Two caches never share a credential: each profile has its own.
+    pub fn new(issuer: IssuerHandle, storage: &StorageProfile, profile: &str) -> Self {
         Self {
             inner: Arc::new(Inner {
                 issuer,
+                profile: profile.into(),
+                hits: cache_requests(profile, "hit"),
                 policy: Lifetimes {
                     min_remaining: storage.min_remaining,
                     expire_margin: storage.expire_margin,
@@ -104,7 +112,7 @@ impl Cache {
                         let lease = self.lease(entry, now, true, "stale");
                         if state.flight.is_none() && !state.backing_off(now) {
                             state.flight = Some(self.start(scope));
-                            metrics::counter!("stsgate_cache_refreshes_total").increment(1);
+                            metrics::counter!("stsgate_cache_refreshes_total", "profile" => self.inner.profile.to_string()).increment(1);
                         }
                         return Ok(lease);
                     }
@@ -113,17 +121,17 @@ impl Cache {
             }
             match &state.flight {
                 Some(flight) => {
-                    crate::telemetry::metrics::cache_request("joined");
+                    self.count("joined");
                     flight.clone()
                 }
                 None => {
                     if let Some((until, error)) = &state.failure
                         && now < *until
                     {
-                        crate::telemetry::metrics::cache_request("failure_cached");
+                        self.count("failure_cached");
                         return Err(error.clone());
                     }
-                    crate::telemetry::metrics::cache_request("miss");
+                    self.count("miss");
                     let flight = self.start(scope);
                     state.flight = Some(flight.clone());
                     flight
@@ -145,13 +153,26 @@ impl Cache {
         }
     }
 
+    /// The storage profile this cache serves.
+    pub fn profile(&self) -> &str {
+        &self.inner.profile
+    }
+
+    /// Counts a lookup by outcome (`hit`, `stale`, `miss`, `joined`, `failure_cached`).
+    fn count(&self, outcome: &'static str) {
+        match outcome {
+            "hit" => self.inner.hits.increment(1),
+            _ => cache_requests(&self.inner.profile, outcome).increment(1),
+        }
+    }
+
     /// How many scopes have a slot.
     pub fn scopes(&self) -> usize {
         lock(&self.inner.slots).len()
     }
 
     fn lease(&self, entry: &Entry, now: Instant, hit: bool, outcome: &'static str) -> Lease {
-        crate::telemetry::metrics::cache_request(outcome);
+        self.count(outcome);
         Lease {
             credential: entry.credential.clone(),
             rendered: entry.rendered.clone(),
@@ -209,15 +230,16 @@ impl Inner {
             }
         });
         let outcome = result.as_ref().map_or_else(Error::label, |_| "ok");
-        metrics::counter!("stsgate_upstream_calls_total", "provider" => provider, "outcome" => outcome).increment(1);
-        metrics::histogram!("stsgate_upstream_seconds", "provider" => provider, "outcome" => outcome)
+        let profile = &*self.profile;
+        metrics::counter!("stsgate_upstream_calls_total", "provider" => provider, "profile" => profile.to_owned(), "outcome" => outcome).increment(1);
+        metrics::histogram!("stsgate_upstream_seconds", "provider" => provider, "profile" => profile.to_owned(), "outcome" => outcome)
             .record(started.elapsed().as_secs_f64());
         match &result {
             Ok(_) => {
-                tracing::debug!(provider, prefix = %request.scope.prefix, "issued a credential")
+                tracing::debug!(provider, profile, prefix = %request.scope.prefix, "issued a credential")
             }
             Err(error) => {
-                tracing::warn!(provider, prefix = %request.scope.prefix, %error, "upstream credential request failed")
+                tracing::warn!(provider, profile, prefix = %request.scope.prefix, %error, "upstream credential request failed")
             }
         }
         result
@@ -230,6 +252,10 @@ impl Slot {
     fn backing_off(&self, now: Instant) -> bool {
         self.failure.as_ref().is_some_and(|(until, _)| now < *until)
     }
+}
+
+fn cache_requests(profile: &str, outcome: &'static str) -> metrics::Counter {
+    metrics::counter!("stsgate_cache_requests_total", "profile" => profile.to_owned(), "outcome" => outcome)
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

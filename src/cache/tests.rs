@@ -51,7 +51,7 @@ fn setup(delay_ms: u64) -> (Cache, Arc<CountingIssuer>) {
         ..StorageProfile::default()
     };
     (
-        Cache::new(IssuerHandle::new(issuer.clone()), &storage),
+        Cache::new(IssuerHandle::new(issuer.clone()), &storage, "default"),
         issuer,
     )
 }

@@ -32,6 +32,8 @@ pub enum Mark {
     Skip,
     /// Information.
     Note,
+    /// The start of one profile's checklist.
+    Section,
 }
 
 /// One line of the report.
@@ -52,16 +54,22 @@ pub struct Report {
     pub steps: Vec<Step>,
 }
 
-/// Runs the check for `workspace`.
-pub async fn run(mut config: Config, workspace: WorkspaceId) -> Report {
+/// What to check.
+#[derive(Clone, Debug)]
+pub enum Target {
+    /// The profile this workspace routes to, with the probe under its prefix.
+    Workspace(WorkspaceId),
+    /// Every profile once, each with the probe under this workspace's prefix there.
+    All(WorkspaceId),
+}
+
+/// Runs the check of `target`.
+pub async fn run(mut config: Config, target: Target) -> Report {
     let mut report = Report::default();
     report.add(
         Mark::Pass,
         "configuration is valid",
-        format!(
-            "provider {}, bucket {}, region {}",
-            config.storage.provider, config.storage.bucket, config.storage.region
-        ),
+        format!("{} storage profile(s)", config.all_profiles().count()),
     );
     let opened = match source::open(&config).await {
         Ok(opened) => opened,
@@ -81,11 +89,14 @@ pub async fn run(mut config: Config, workspace: WorkspaceId) -> Report {
                 .ok()
                 .map(|(key, _)| key);
         } else {
+            let bucket = config
+                .local_profile()
+                .map_or_else(|| config.storage.bucket.clone(), |(_, p)| p.bucket.clone());
             let started = store::start(
                 &config.storage.local,
                 config.storage.local.max_connections,
                 &config.data_dir,
-                &config.storage.bucket,
+                &bucket,
                 keyring.clone(),
                 &shutdown,
                 &mut tasks,
@@ -108,14 +119,43 @@ pub async fn run(mut config: Config, workspace: WorkspaceId) -> Report {
             }
         }
     }
-    let gateway = match Gateway::new(&config, opened.issuer) {
+    let gateway = match Gateway::new(&config, opened.issuers, Default::default()) {
         Ok(gateway) => gateway,
         Err(e) => {
             report.add(Mark::Fail, "build the gateway", e.to_string());
             return report;
         }
     };
-    probe(&mut report, &gateway, workspace, admin.as_ref()).await;
+    let (workspace, profiles) = match target {
+        Target::Workspace(ws) => {
+            let profile = gateway.profile_of(ws.as_str());
+            (ws, vec![profile])
+        }
+        // `default` first, then the named ones.
+        Target::All(ws) => (
+            ws,
+            config
+                .all_profiles()
+                .map(|(name, _)| name.to_owned())
+                .collect(),
+        ),
+    };
+    let local = config.local_profile().map(|(name, _)| name.to_owned());
+    for name in profiles {
+        let Some(profile) = config.profile(&name) else {
+            continue;
+        };
+        report.add(
+            Mark::Section,
+            format!("profile {name} ([{}])", Config::section_of(&name)),
+            format!(
+                "provider {}, bucket {}, region {}",
+                profile.provider, profile.bucket, profile.region
+            ),
+        );
+        let admin = admin.as_ref().filter(|_| local.as_deref() == Some(&name));
+        probe(&mut report, &gateway, &name, workspace.clone(), admin).await;
+    }
     shutdown.cancel();
     while tasks.join_next().await.is_some() {}
     report
@@ -124,12 +164,21 @@ pub async fn run(mut config: Config, workspace: WorkspaceId) -> Report {
 async fn probe(
     report: &mut Report,
     gateway: &Gateway,
+    profile: &str,
     workspace: WorkspaceId,
     admin: Option<&AdminKey>,
 ) {
-    let issued = match gateway.for_workspace(workspace.clone()).await {
-        Ok(issued) => issued,
-        Err(e) => {
+    let issued = match gateway.for_profile(profile, workspace.clone()).await {
+        Some(Ok(issued)) => issued,
+        None => {
+            report.add(
+                Mark::Fail,
+                "obtain credentials",
+                format!("no profile {profile}"),
+            );
+            return;
+        }
+        Some(Err(e)) => {
             report.add(Mark::Fail, "obtain credentials", diagnose::gateway(&e));
             return;
         }
@@ -384,6 +433,13 @@ impl Report {
                 Mark::Fail => "✗",
                 Mark::Skip => "–",
                 Mark::Note => "i",
+                Mark::Section => {
+                    let _ = writeln!(out, "• {}", step.title);
+                    if let Some(detail) = &step.detail {
+                        let _ = writeln!(out, "    {detail}");
+                    }
+                    continue;
+                }
             };
             let _ = writeln!(out, "  {mark} {}", step.title);
             if let Some(detail) = &step.detail {

@@ -23,6 +23,16 @@ pub use validate::Problem;
 use crate::domain::ProviderKind;
 use crate::secret::Secret;
 
+/// Prefix of configuration environment variables: `STSGATE_HTTP__LISTEN` is `http.listen`.
+pub const ENV_PREFIX: &str = "STSGATE_";
+/// The environment variable for a key path: `http.listen` → `STSGATE_HTTP__LISTEN`.
+pub fn env_name(key: &str) -> String {
+    format!(
+        "{ENV_PREFIX}{}",
+        key.to_ascii_uppercase().replace('.', "__")
+    )
+}
+
 /// The whole configuration.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -35,8 +45,13 @@ pub struct Config {
     pub mqtt: MqttConfig,
     /// `x-auth-token` verification.
     pub auth: AuthConfig,
-    /// Where devices upload and how their credentials are obtained.
+    /// Where devices upload and how their credentials are obtained: the profile named
+    /// [`DEFAULT_PROFILE`], which every workspace not routed elsewhere uses.
     pub storage: StorageProfile,
+    /// Named storage profiles (`[profiles.<name>]`), each with every key `[storage]` takes.
+    pub profiles: BTreeMap<String, StorageProfile>,
+    /// Workspace → storage profile.
+    pub workspaces: WorkspacesConfig,
     /// Gateway serial number → workspace.
     pub devices: DevicesConfig,
     /// Logging.
@@ -47,9 +62,20 @@ pub struct Config {
     pub limits: LimitsConfig,
 }
 
+/// The name of the profile `[storage]` configures.
+pub const DEFAULT_PROFILE: &str = "default";
+
+/// `[workspaces]`: which storage profile a workspace's credentials come from.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WorkspacesConfig {
+    /// Workspace id → profile name; unlisted workspaces use the default profile (`[storage]`).
+    pub profile: BTreeMap<String, String>,
+}
+
 /// `[limits]`: token buckets per gateway serial number and per token subject; 0 per minute
 /// disables a limit.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LimitsConfig {
     /// Sustained requests per minute per gateway.
@@ -250,8 +276,15 @@ pub struct StorageProfile {
     /// The service's own access key id (`aws`: unset means the standard AWS credential chain;
     /// `minio` and `ali`: required).
     pub access_key_id: Option<String>,
-    /// The service's own secret key (environment only: `STSGATE_STORAGE__SECRET_ACCESS_KEY`).
+    /// The service's own secret key (environment only: `STSGATE_STORAGE__SECRET_ACCESS_KEY`,
+    /// `STSGATE_PROFILES__<NAME>__SECRET_ACCESS_KEY`).
     pub secret_access_key: Option<Secret>,
+    /// A file holding the secret key (alternative to `secret_access_key`; read at start and on
+    /// reload).
+    pub secret_access_key_file: Option<PathBuf>,
+    /// Sent as `ExternalId` on AssumeRole (`aws`, `ali`), for roles whose trust policy requires
+    /// one (a customer's account trusting the platform's).
+    pub external_id: Option<String>,
     /// The embedded S3-compatible store (`provider = "local"`).
     pub local: LocalStoreConfig,
 }
@@ -365,25 +398,60 @@ impl Config {
         config
     }
 
-    /// The endpoint advertised to devices: `storage.endpoint`, else the provider's public endpoint
-    /// for the region (`aws`, `ali`), the STS endpoint (`minio`: the same server), or the
-    /// embedded store's address (`local`).
+    /// The endpoint advertised to devices by the default profile ([`Config::endpoint_of`]).
     pub fn advertised_endpoint(&self) -> String {
-        let s = &self.storage;
-        if let Some(endpoint) = &s.endpoint {
+        self.endpoint_of(&self.storage)
+    }
+
+    /// The endpoint `profile` advertises to devices: its `endpoint`, else the provider's public
+    /// endpoint for the region (`aws`, `ali`), the STS endpoint (`minio`: the same server), or
+    /// the embedded store's address (`local`, whichever profile it is).
+    pub fn endpoint_of(&self, profile: &StorageProfile) -> String {
+        if let Some(endpoint) = &profile.endpoint {
             return endpoint.trim_end_matches('/').to_owned();
         }
-        match s.provider {
-            ProviderKind::Local => format!("http://{}", s.local.listen),
-            ProviderKind::Aws => format!("https://s3.{}.amazonaws.com", s.region),
-            ProviderKind::Ali => format!("https://oss-{}.aliyuncs.com", s.region),
-            ProviderKind::Minio => s
+        match profile.provider {
+            ProviderKind::Local => format!("http://{}", self.storage.local.listen),
+            ProviderKind::Aws => format!("https://s3.{}.amazonaws.com", profile.region),
+            ProviderKind::Ali => format!("https://oss-{}.aliyuncs.com", profile.region),
+            ProviderKind::Minio => profile
                 .sts_endpoint
                 .as_deref()
                 .unwrap_or_default()
                 .trim_end_matches('/')
                 .to_owned(),
         }
+    }
+
+    /// Every profile by name, the default first: `("default", [storage])`, then
+    /// `[profiles.*]` in name order.
+    pub fn all_profiles(&self) -> impl Iterator<Item = (&str, &StorageProfile)> {
+        std::iter::once((DEFAULT_PROFILE, &self.storage))
+            .chain(self.profiles.iter().map(|(n, p)| (n.as_str(), p)))
+    }
+
+    /// The profile named `name`, if there is one.
+    pub fn profile(&self, name: &str) -> Option<&StorageProfile> {
+        if name == DEFAULT_PROFILE {
+            Some(&self.storage)
+        } else {
+            self.profiles.get(name)
+        }
+    }
+
+    /// The configuration key of profile `name`'s section: `storage` or `profiles.<name>`.
+    pub fn section_of(name: &str) -> String {
+        if name == DEFAULT_PROFILE {
+            "storage".to_owned()
+        } else {
+            format!("profiles.{name}")
+        }
+    }
+
+    /// The one profile served by the embedded store (at most one is `local`), with its name.
+    pub fn local_profile(&self) -> Option<(&str, &StorageProfile)> {
+        self.all_profiles()
+            .find(|(_, p)| p.provider == ProviderKind::Local)
     }
 
     /// The default workspace, with `""` meaning unset.
@@ -405,6 +473,8 @@ impl Default for Config {
             mqtt: MqttConfig::default(),
             auth: AuthConfig::default(),
             storage: StorageProfile::default(),
+            profiles: BTreeMap::new(),
+            workspaces: WorkspacesConfig::default(),
             devices: DevicesConfig::default(),
             log: LogConfig::default(),
             audit: AuditConfig::default(),
@@ -492,6 +562,8 @@ impl Default for StorageProfile {
             role_arn: None,
             access_key_id: None,
             secret_access_key: None,
+            secret_access_key_file: None,
+            external_id: None,
             local: LocalStoreConfig::default(),
         }
     }

@@ -2,8 +2,8 @@
 
 use std::fmt;
 
-use super::Config;
-use crate::domain::{PrefixTemplate, WorkspaceId};
+use super::{Config, DEFAULT_PROFILE, StorageProfile};
+use crate::domain::{PrefixTemplate, ProviderKind, WorkspaceId};
 use crate::protocol::mqtt::valid_sn;
 
 /// One bad key, in the operator's words: `c.toml line 2: storage.duration: "soon" is not a
@@ -42,6 +42,7 @@ pub fn validate(config: &Config) -> Vec<Problem> {
     mqtt(config, &mut p);
     auth(config, &mut p);
     storage(config, &mut p);
+    workspaces(config, &mut p);
     devices(config, &mut p);
     p.0
 }
@@ -189,9 +190,60 @@ fn auth(c: &Config, p: &mut Problems) {
 }
 
 fn storage(c: &Config, p: &mut Problems) {
-    let s = &c.storage;
+    let local = &c.storage.local;
+    if local.admin_access_key.is_some() != local.admin_secret_key.is_some() {
+        p.add("storage.local.admin_access_key", "set storage.local.admin_access_key and STSGATE_STORAGE__LOCAL__ADMIN_SECRET_KEY together");
+    }
+    if local.cleanup_interval.is_zero() {
+        p.add("storage.local.cleanup_interval", "must be more than 0");
+    }
+    let mut local_profile: Option<&str> = None;
+    for (name, profile) in c.all_profiles() {
+        let section = Config::section_of(name);
+        if name != DEFAULT_PROFILE
+            && let Err(reason) = valid_profile_name(name)
+        {
+            p.add(section.clone(), reason);
+        }
+        if profile.provider == ProviderKind::Local {
+            match local_profile {
+                Some(first) => p.add(
+                    format!("{section}.provider"),
+                    format!(
+                        "the embedded store is one: profile `{first}` is local already (at most \
+                         one profile may be local)"
+                    ),
+                ),
+                None => local_profile = Some(name),
+            }
+        }
+        profile_keys(&section, profile, p);
+    }
+}
+
+/// A profile's name as `[profiles.<name>]` and `STSGATE_PROFILES__<NAME>__…` can carry it.
+fn valid_profile_name(name: &str) -> Result<(), String> {
+    if name == DEFAULT_PROFILE {
+        return Err(format!(
+            "`{DEFAULT_PROFILE}` is the name of [storage]; give this profile another name"
+        ));
+    }
+    let ok = (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+    if ok {
+        Ok(())
+    } else {
+        Err("a profile name is 1-64 lowercase letters, digits, '-' or '_'".to_owned())
+    }
+}
+
+/// The keys of one profile, `[storage]` or `[profiles.<name>]` (`section`).
+fn profile_keys(section: &str, s: &StorageProfile, p: &mut Problems) {
+    let key = |k: &str| format!("{section}.{k}");
     if let Err(reason) = valid_bucket(&s.bucket) {
-        p.add("storage.bucket", reason);
+        p.add(key("bucket"), reason);
     }
     if s.region.is_empty()
         || !s
@@ -200,7 +252,7 @@ fn storage(c: &Config, p: &mut Problems) {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
     {
         p.add(
-            "storage.region",
+            key("region"),
             "must be a non-empty region name (letters, digits, '-')",
         );
     }
@@ -208,56 +260,86 @@ fn storage(c: &Config, p: &mut Problems) {
         && !(endpoint.starts_with("http://") || endpoint.starts_with("https://"))
     {
         p.add(
-            "storage.endpoint",
+            key("endpoint"),
             "must start with http:// or https:// (devices need the scheme)",
         );
     }
     if let Err(reason) = PrefixTemplate::parse(&s.object_key_prefix).map_err(|e| e.to_string()) {
-        p.add("storage.object_key_prefix", reason);
+        p.add(key("object_key_prefix"), reason);
     }
     if s.expire_margin >= s.min_remaining {
         p.add(
-            "storage.expire_margin",
-            "must be shorter than storage.min_remaining",
+            key("expire_margin"),
+            format!("must be shorter than {section}.min_remaining"),
         );
     }
     if s.duration <= s.min_remaining * 2 {
-        p.add("storage.duration", "must be more than twice storage.min_remaining, or credentials would be refreshed on every request");
+        p.add(
+            key("duration"),
+            format!(
+                "must be more than twice {section}.min_remaining, or credentials would be \
+                 refreshed on every request"
+            ),
+        );
     }
     if s.upstream_timeout.is_zero() {
-        p.add("storage.upstream_timeout", "must be more than 0");
+        p.add(key("upstream_timeout"), "must be more than 0");
     }
-    let local = &s.local;
-    if local.admin_access_key.is_some() != local.admin_secret_key.is_some() {
-        p.add("storage.local.admin_access_key", "set storage.local.admin_access_key and STSGATE_STORAGE__LOCAL__ADMIN_SECRET_KEY together");
-    }
-    if local.cleanup_interval.is_zero() {
-        p.add("storage.local.cleanup_interval", "must be more than 0");
-    }
-    provider(s, p);
+    provider(section, s, p);
 }
 
 /// What each upstream requires (sts-providers reference: parameters and limits).
-fn provider(s: &super::StorageProfile, p: &mut Problems) {
-    use crate::domain::ProviderKind;
+fn provider(section: &str, s: &StorageProfile, p: &mut Problems) {
+    let key = |k: &str| format!("{section}.{k}");
+    let secret_env = super::env_name(&key("secret_access_key"));
     if let Some(url) = &s.sts_endpoint
         && !(url.starts_with("http://") || url.starts_with("https://"))
     {
+        p.add(key("sts_endpoint"), "must start with http:// or https://");
+    }
+    if s.secret_access_key.is_some() && s.secret_access_key_file.is_some() {
         p.add(
-            "storage.sts_endpoint",
-            "must start with http:// or https://",
+            key("secret_access_key"),
+            format!("set either {secret_env} or {section}.secret_access_key_file, not both"),
         );
     }
-    if s.access_key_id.is_some() != s.secret_access_key.is_some() {
+    let has_secret = s.secret_access_key.is_some() || s.secret_access_key_file.is_some();
+    if s.access_key_id.is_some() != has_secret {
         p.add(
-            "storage.access_key_id",
-            "set storage.access_key_id and STSGATE_STORAGE__SECRET_ACCESS_KEY together",
+            key("access_key_id"),
+            format!(
+                "set {section}.access_key_id together with {secret_env} or \
+                 {section}.secret_access_key_file"
+            ),
         );
+    }
+    if let Some(id) = &s.external_id {
+        match s.provider {
+            ProviderKind::Aws | ProviderKind::Ali => {
+                // AssumeRole's ExternalId, the same on both (sts-providers reference).
+                let ok = (2..=1224).contains(&id.len())
+                    && id
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"_+=,.@:/-".contains(&b));
+                if !ok {
+                    p.add(
+                        key("external_id"),
+                        "must be 2-1224 letters, digits or _+=,.@:/-",
+                    );
+                }
+            }
+            ProviderKind::Minio => p.add(
+                key("external_id"),
+                "MinIO's AssumeRole ignores ExternalId (it honours only Policy and \
+                 DurationSeconds): remove it, or the role would seem protected by it",
+            ),
+            ProviderKind::Local => p.add(key("external_id"), "only applies to provider aws or ali"),
+        }
     }
     let needs_keys = |p: &mut Problems, why: &str| {
         if s.access_key_id.is_none() {
             p.add(
-                "storage.access_key_id",
+                key("access_key_id"),
                 format!("required with provider {}: {why}", s.provider),
             );
         }
@@ -268,12 +350,14 @@ fn provider(s: &super::StorageProfile, p: &mut Problems) {
         ProviderKind::Aws => {
             require_prefix(
                 p,
+                section,
                 s.role_arn.as_deref(),
                 "arn:",
                 "arn:aws:iam::<account>:role/<name>",
             );
             duration_range(
                 p,
+                section,
                 s.duration,
                 min,
                 max,
@@ -283,7 +367,7 @@ fn provider(s: &super::StorageProfile, p: &mut Problems) {
         ProviderKind::Minio => {
             if s.sts_endpoint.is_none() {
                 p.add(
-                    "storage.sts_endpoint",
+                    key("sts_endpoint"),
                     "required with provider minio: the MinIO server URL as this service reaches it",
                 );
             }
@@ -291,11 +375,12 @@ fn provider(s: &super::StorageProfile, p: &mut Problems) {
                 p,
                 "the keys of the MinIO user whose policy the credentials inherit",
             );
-            duration_range(p, s.duration, min, 31_536_000, "MinIO STS");
+            duration_range(p, section, s.duration, min, 31_536_000, "MinIO STS");
         }
         ProviderKind::Ali => {
             require_prefix(
                 p,
+                section,
                 s.role_arn.as_deref(),
                 "acs:ram::",
                 "acs:ram::<account>:role/<name>",
@@ -303,6 +388,7 @@ fn provider(s: &super::StorageProfile, p: &mut Problems) {
             needs_keys(p, "the RAM user's keys that may call sts:AssumeRole");
             duration_range(
                 p,
+                section,
                 s.duration,
                 min,
                 max,
@@ -312,23 +398,50 @@ fn provider(s: &super::StorageProfile, p: &mut Problems) {
     }
 }
 
-fn require_prefix(p: &mut Problems, value: Option<&str>, prefix: &str, shape: &str) {
+fn require_prefix(p: &mut Problems, section: &str, value: Option<&str>, prefix: &str, shape: &str) {
+    let key = format!("{section}.role_arn");
     match value {
-        None => p.add("storage.role_arn", format!("required: {shape}")),
-        Some(v) if !v.starts_with(prefix) => p.add(
-            "storage.role_arn",
-            format!("`{v}` is not of the form {shape}"),
-        ),
+        None => p.add(key, format!("required: {shape}")),
+        Some(v) if !v.starts_with(prefix) => {
+            p.add(key, format!("`{v}` is not of the form {shape}"))
+        }
         Some(_) => {}
     }
 }
 
-fn duration_range(p: &mut Problems, d: std::time::Duration, min: u64, max: u64, who: &str) {
+fn duration_range(
+    p: &mut Problems,
+    section: &str,
+    d: std::time::Duration,
+    min: u64,
+    max: u64,
+    who: &str,
+) {
     if !(min..=max).contains(&d.as_secs()) {
         p.add(
-            "storage.duration",
+            format!("{section}.duration"),
             format!("must be between {min}s and {max}s for {who}"),
         );
+    }
+}
+
+/// `[workspaces.profile]`: each workspace id valid, each profile one that exists.
+fn workspaces(c: &Config, p: &mut Problems) {
+    for (ws, profile) in &c.workspaces.profile {
+        let key = format!("workspaces.profile.{ws}");
+        if let Err(e) = WorkspaceId::parse(ws) {
+            p.add(key.clone(), e.to_string());
+        }
+        if c.profile(profile).is_none() {
+            let known: Vec<&str> = c.all_profiles().map(|(n, _)| n).collect();
+            p.add(
+                key,
+                format!(
+                    "profile `{profile}` does not exist (the profiles are {})",
+                    known.join(", ")
+                ),
+            );
+        }
     }
 }
 

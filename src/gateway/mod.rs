@@ -7,34 +7,55 @@
 mod error;
 mod limits;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, PoisonError, RwLock};
+
+use arc_swap::ArcSwap;
 
 pub use error::Error;
 pub use limits::Limits;
 
 use crate::cache::{Cache, Lease};
-use crate::config::Config;
+use crate::config::{Config, DEFAULT_PROFILE};
 use crate::domain::{PrefixTemplate, Requester, Scope, WorkspaceError, WorkspaceId};
 use crate::issuer::IssuerHandle;
 use crate::protocol::{Credentials, Provider, ResultCode, StorageConfig};
 use crate::registry::Registry;
+use crate::secret::Fingerprint;
 use crate::telemetry::audit::{Audit, Handout};
 use crate::telemetry::{self, metrics};
 
 /// Resolves scopes and hands out storage configurations.
 pub struct Gateway {
-    cache: Cache,
+    /// The storage profiles and the workspaces routed to them, as one snapshot: a request reads
+    /// the one current when it starts (a load takes no lock), and a new configuration replaces
+    /// it whole.
+    live: ArcSwap<Live>,
+}
+
+/// Everything of the configuration a reload may change, as one immutable snapshot: the storage
+/// profiles, which workspace goes to which, the device registry, the rate limits and the audit
+/// log; and the workspaces resolved under it.
+struct Live {
+    /// Gateway serial number → workspace.
     registry: Registry,
-    template: PrefixTemplate,
-    bucket: Arc<str>,
-    storage: Arc<Storage>,
-    /// Workspaces resolved so far: each one's id is validated and its scope rendered once, not
-    /// per request (parsing, rendering and hashing them anew was some 1,000 instructions of a
-    /// cache hit). Where per-workspace storage profiles will be looked up.
-    routes: RwLock<HashMap<Box<str>, Arc<Route>, foldhash::fast::RandomState>>,
+    /// The rate limits, and the settings they were built from (kept, with their buckets' state,
+    /// by a reload that leaves them alone).
+    limits: Arc<Limits>,
+    limits_config: crate::config::LimitsConfig,
+    /// Where each credential handed out is recorded.
     audit: Audit,
-    limits: Limits,
+    /// Every profile by name; `default` is `[storage]`.
+    profiles: BTreeMap<Arc<str>, Arc<Profile>>,
+    /// The profile of workspaces not routed elsewhere.
+    default: Arc<Profile>,
+    /// `[workspaces.profile]`: workspace id → its profile.
+    routed: HashMap<Box<str>, Arc<Profile>, foldhash::fast::RandomState>,
+    /// Workspaces resolved so far: each one's id is validated, its profile found and its scope
+    /// rendered once, not per request (parsing, rendering and hashing them anew was some 1,000
+    /// instructions of a cache hit). Kept with the snapshot, so a workspace moved to another
+    /// profile is resolved anew.
+    routes: RwLock<HashMap<Box<str>, Arc<Route>, foldhash::fast::RandomState>>,
 }
 
 /// The most workspaces [`Gateway`] keeps resolved; past that, a new workspace is resolved for
@@ -42,23 +63,69 @@ pub struct Gateway {
 /// identity provider signs, so this is far beyond any real one).
 const MAX_ROUTES: usize = 10_000;
 
-/// A workspace resolved: its id, the scope its credentials write and the storage they are for.
+/// One storage profile as the gateway serves it: its own cache (and so its own issuer and
+/// single-flight: two profiles never share a credential), what its credentials write and where
+/// devices are told to upload.
+pub struct Profile {
+    name: Arc<str>,
+    /// Its settings and secrets as built: a reload that leaves them alone keeps this profile,
+    /// cache and all.
+    fingerprint: Fingerprint,
+    cache: Cache,
+    template: PrefixTemplate,
+    bucket: Arc<str>,
+    storage: Storage,
+}
+
+/// A workspace resolved: its id, its profile and the scope its credentials write.
 #[derive(Debug)]
 struct Route {
     workspace: WorkspaceId,
     scope: Scope,
-    storage: Arc<Storage>,
+    profile: Arc<Profile>,
+    /// The audit log of the snapshot it was resolved in.
+    audit: Audit,
 }
+
+/// A profile's credential source, as built from its settings and secrets.
+pub struct Sourced {
+    /// The issuer.
+    pub issuer: IssuerHandle,
+    /// The digest of the settings and secrets it was built from.
+    pub fingerprint: Fingerprint,
+}
+
+/// What a reload changed, in words for the log: `profile eu added`, and so on.
+pub type Changes = Vec<String>;
 
 /// Why the gateway could not be built; each names the setting at fault.
 #[derive(Debug, thiserror::Error)]
 pub enum SetupError {
-    /// `storage.object_key_prefix` is not a usable template.
-    #[error("storage.object_key_prefix: {0}")]
-    Prefix(#[from] crate::domain::PrefixError),
+    /// An `object_key_prefix` is not a usable template.
+    #[error("{section}.object_key_prefix: {source}")]
+    Prefix {
+        /// `storage` or `profiles.<name>`.
+        section: String,
+        /// Why.
+        source: crate::domain::PrefixError,
+    },
+    /// A profile has no issuer.
+    #[error("{0}: no credential source was built for this profile")]
+    NoIssuer(String),
+    /// A workspace is routed to a profile that does not exist.
+    #[error("workspaces.profile.{workspace}: profile `{profile}` does not exist")]
+    NoProfile {
+        /// The workspace id.
+        workspace: String,
+        /// The profile named.
+        profile: String,
+    },
     /// The device registry could not be built.
     #[error(transparent)]
     Registry(#[from] crate::registry::SetupError),
+    /// The device registry's new database refused its query.
+    #[error(transparent)]
+    Probe(#[from] crate::registry::ProbeError),
 }
 
 /// A request for credentials, as a front decoded it.
@@ -79,10 +146,10 @@ pub enum Request<'a> {
     },
 }
 
-/// A credential handed out: the cache's [`Lease`] on it, the [`Scope`] it may write, and where
-/// that storage is. Shared references only, so an answer copies no string; the wire
-/// [`StorageConfig`] is built on demand ([`Issued::config`]) or written from a rendering made
-/// once per credential ([`Issued::write_json`]).
+/// A credential handed out: the cache's [`Lease`] on it, and the route (workspace, profile,
+/// [`Scope`]) it was issued for. Shared references only, so an answer copies no string; the
+/// wire [`StorageConfig`] is built on demand ([`Issued::config`]) or written from a rendering
+/// made once per credential ([`Issued::write_json`]).
 ///
 /// One credential, one name per stage: the issuer returns a [`crate::issuer::Credential`], the
 /// cache hands out a [`Lease`] on it, the gateway an `Issued`.
@@ -113,7 +180,7 @@ impl Issued {
         let (credential, scope, storage) = (
             &self.lease.credential,
             &self.route.scope,
-            &self.route.storage,
+            &self.route.profile.storage,
         );
         StorageConfig {
             bucket: scope.bucket.to_string(),
@@ -159,6 +226,11 @@ impl Issued {
             .as_ref()
     }
 
+    /// The storage profile it came from.
+    pub fn profile(&self) -> &str {
+        &self.route.profile.name
+    }
+
     /// The credential's access key id.
     pub fn access_key_id(&self) -> &str {
         &self.lease.credential.access_key_id
@@ -178,9 +250,10 @@ impl Issued {
     fn handout(&self) -> Handout<'_> {
         Handout {
             workspace: self.route.workspace.as_str(),
+            profile: &self.route.profile.name,
             bucket: &self.route.scope.bucket,
             prefix: &self.route.scope.prefix,
-            provider: self.route.storage.provider.as_str(),
+            provider: self.route.profile.storage.provider.as_str(),
             access_key_id: self.access_key_id(),
             expire: self.expire(),
             cache_hit: self.cache_hit(),
@@ -191,23 +264,64 @@ impl Issued {
 // === impl Gateway ===
 
 impl Gateway {
-    /// Builds the gateway from a validated config and an issuer.
-    pub fn new(config: &Config, issuer: IssuerHandle) -> Result<Self, SetupError> {
-        let template = PrefixTemplate::parse(&config.storage.object_key_prefix)?;
+    /// Builds the gateway from a validated config, each profile's credential source (by profile
+    /// name) and the audit log.
+    pub fn new(
+        config: &Config,
+        sources: BTreeMap<String, Sourced>,
+        audit: Audit,
+    ) -> Result<Self, SetupError> {
+        let (live, _) = Live::build(config, sources, audit, None)?;
         Ok(Self {
-            storage: Arc::new(Storage {
-                endpoint: config.advertised_endpoint(),
-                region: config.storage.region.clone(),
-                provider: issuer.provider(),
-            }),
-            cache: Cache::new(issuer, &config.storage),
-            registry: Registry::from_config(&config.devices, config.default_workspace())?,
-            template,
-            bucket: config.storage.bucket.as_str().into(),
-            routes: RwLock::default(),
-            audit: Audit::default(),
-            limits: Limits::new(&config.limits),
+            live: ArcSwap::from_pointee(live),
         })
+    }
+
+    /// A gateway whose one profile, `[storage]`, gets its credentials from `issuer` (tests and
+    /// benchmarks).
+    pub fn single(config: &Config, issuer: IssuerHandle) -> Result<Self, SetupError> {
+        let sourced = Sourced {
+            issuer,
+            fingerprint: [0; 32],
+        };
+        Self::new(
+            config,
+            BTreeMap::from([(DEFAULT_PROFILE.to_owned(), sourced)]),
+            Audit::default(),
+        )
+    }
+
+    /// Whether the profile `name` is already built from settings and secrets with this
+    /// fingerprint (a reload keeps it, and needs no new source for it).
+    pub fn has_profile(&self, name: &str, fingerprint: &Fingerprint) -> bool {
+        self.live
+            .load()
+            .profiles
+            .get(name)
+            .is_some_and(|p| p.fingerprint == *fingerprint)
+    }
+
+    /// Replaces the snapshot with one built from `config`, a validated configuration: the
+    /// profiles in `fresh` are new or changed (their credentials are obtained anew); every
+    /// other profile of `config` must be one [`Gateway::has_profile`] knows, and is kept with
+    /// its cached credentials. The rate limits keep their state when their settings are the
+    /// same; the device database its pool and answers (a new one is asked its query first, as
+    /// at start). Requests already past their start finish on the snapshot they began with.
+    /// Returns what changed; on error nothing does.
+    pub async fn reload(
+        &self,
+        config: &Config,
+        fresh: BTreeMap<String, Sourced>,
+        audit: Audit,
+    ) -> Result<Changes, SetupError> {
+        let old = self.live.load_full();
+        let (live, mut changes) = Live::build(config, fresh, audit, Some(&old))?;
+        if !live.registry.same_database(&old.registry) {
+            live.registry.probe().await?;
+            changes.push("device database changed".to_owned());
+        }
+        self.live.store(Arc::new(live));
+        Ok(changes)
     }
 
     /// The one way both fronts get credentials, top to bottom: admit the requester under the rate
@@ -223,20 +337,28 @@ impl Gateway {
             ),
             Request::Dock { sn } => (Requester::Device(sn), limits::Key::Device(sn)),
         };
-        self.admit(bucket, requester.front())?;
+        // One snapshot from start to end: a pilot's is read without a reference count (the route
+        // keeps what the rest of the request needs); a dock's is held across the registry's
+        // database lookup.
         let route = match request {
-            Request::Pilot { workspace, .. } => self.route(workspace)?,
+            Request::Pilot { workspace, .. } => {
+                let live = self.live.load();
+                live.admit(bucket, requester.front())?;
+                live.route(workspace)?
+            }
             Request::Dock { sn } => {
-                let workspace = self
+                let live = self.live.load_full();
+                live.admit(bucket, requester.front())?;
+                let workspace = live
                     .registry
                     .workspace_of(sn)
                     .await?
                     .ok_or_else(|| Error::DeviceNotBound { sn: sn.to_owned() })?;
-                self.route(workspace.as_str())?
+                live.route(workspace.as_str())?
             }
         };
         let issued = self.issue(route).await?;
-        self.audit.record(issued.handout(), requester);
+        issued.route.audit.record(issued.handout(), requester);
         telemetry::handout::log(&telemetry::handout::Line {
             requester,
             workspace: issued.workspace().as_str(),
@@ -251,49 +373,171 @@ impl Gateway {
     /// The storage configuration for a workspace already resolved, with no rate limit, audit or
     /// request count: for `stsgate check` and benchmarks, not for the fronts.
     pub async fn for_workspace(&self, workspace: WorkspaceId) -> Result<Issued, Error> {
-        self.issue(self.route(workspace.as_str())?).await
+        let route = self.live.load().route(workspace.as_str())?;
+        self.issue(route).await
+    }
+
+    /// Like [`Gateway::for_workspace`], from the profile named `profile` whatever the workspace
+    /// is routed to (`stsgate check --all`); `None` when there is no such profile.
+    pub async fn for_profile(
+        &self,
+        profile: &str,
+        workspace: WorkspaceId,
+    ) -> Option<Result<Issued, Error>> {
+        let route = {
+            let live = self.live.load();
+            let profile = live.profiles.get(profile)?.clone();
+            Arc::new(Route {
+                scope: profile.scope(&workspace),
+                workspace,
+                profile,
+                audit: live.audit.clone(),
+            })
+        };
+        Some(self.issue(route).await)
+    }
+
+    /// The names of the profiles, `default` among them.
+    pub fn profiles(&self) -> Vec<String> {
+        self.live
+            .load()
+            .profiles
+            .keys()
+            .map(|n| n.to_string())
+            .collect()
+    }
+
+    /// The profile workspace `id` is routed to.
+    pub fn profile_of(&self, id: &str) -> String {
+        self.live.load().profile_of(id).name.to_string()
     }
 
     /// The credential for a resolved workspace, from the cache.
     async fn issue(&self, route: Arc<Route>) -> Result<Issued, Error> {
-        let lease = self.cache.get(&route.scope).await?;
+        let lease = route.profile.cache.get(&route.scope).await?;
         Ok(Issued { route, lease })
-    }
-
-    /// The workspace `id` resolved: as kept from an earlier request, else validated and scoped
-    /// now (and kept, up to [`MAX_ROUTES`] workspaces).
-    fn route(&self, id: &str) -> Result<Arc<Route>, WorkspaceError> {
-        let routes = self.routes.read().unwrap_or_else(PoisonError::into_inner);
-        if let Some(route) = routes.get(id) {
-            return Ok(route.clone());
-        }
-        let full = routes.len() >= MAX_ROUTES;
-        drop(routes);
-        let workspace = WorkspaceId::parse(id)?;
-        let route = Arc::new(Route {
-            scope: self.scope(&workspace),
-            workspace,
-            storage: self.storage.clone(),
-        });
-        if !full {
-            self.routes
-                .write()
-                .unwrap_or_else(PoisonError::into_inner)
-                .entry(id.into())
-                .or_insert_with(|| route.clone());
-        }
-        Ok(route)
     }
 
     /// Checks the device registry's database query once (start-up).
     pub async fn probe_registry(&self) -> Result<(), crate::registry::ProbeError> {
-        self.registry.probe().await
+        let live = self.live.load_full();
+        live.registry.probe().await
     }
 
-    /// Records every credential handed out in `audit`.
-    pub fn with_audit(mut self, audit: Audit) -> Self {
-        self.audit = audit;
-        self
+    /// The audit log credentials are recorded in now.
+    pub fn audit(&self) -> Audit {
+        self.live.load().audit.clone()
+    }
+
+    /// The storage endpoint the default profile advertises to devices.
+    pub fn endpoint(&self) -> String {
+        self.live.load().default.storage.endpoint.clone()
+    }
+
+    /// The scope of a workspace in the profile it is routed to.
+    pub fn scope(&self, workspace: &WorkspaceId) -> Scope {
+        self.live
+            .load()
+            .profile_of(workspace.as_str())
+            .scope(workspace)
+    }
+}
+
+// === impl Live ===
+
+impl Live {
+    /// The snapshot of a validated config. Profiles come from `fresh`, else (on a reload) from
+    /// `old` when they are still in `config`; the rate limits and the device database are kept
+    /// from `old` when their settings are the same. Returns what changed from `old`.
+    fn build(
+        config: &Config,
+        mut fresh: BTreeMap<String, Sourced>,
+        audit: Audit,
+        old: Option<&Self>,
+    ) -> Result<(Self, Changes), SetupError> {
+        let mut changes = Changes::new();
+        let mut profiles = BTreeMap::new();
+        for (name, profile) in config.all_profiles() {
+            let section = Config::section_of(name);
+            let built = match (fresh.remove(name), old.and_then(|o| o.profiles.get(name))) {
+                (None, Some(kept)) => kept.clone(),
+                (None, None) => return Err(SetupError::NoIssuer(section)),
+                (Some(sourced), before) => {
+                    changes.push(match before {
+                        Some(_) => {
+                            format!("profile {name} changed: its cached credentials are dropped")
+                        }
+                        None if old.is_some() => format!("profile {name} added"),
+                        None => format!("profile {name}"),
+                    });
+                    Arc::new(Profile::new(config, name, profile, sourced)?)
+                }
+            };
+            profiles.insert(built.name.clone(), built);
+        }
+        if let Some(old) = old {
+            for name in old.profiles.keys() {
+                if !profiles.contains_key(name) {
+                    changes.push(format!("profile {name} removed"));
+                }
+            }
+        }
+        let default = profiles
+            .get(DEFAULT_PROFILE)
+            .cloned()
+            .ok_or_else(|| SetupError::NoIssuer("storage".to_owned()))?;
+        let mut routed: HashMap<Box<str>, Arc<Profile>, foldhash::fast::RandomState> =
+            HashMap::default();
+        for (workspace, name) in &config.workspaces.profile {
+            let profile = profiles
+                .get(name.as_str())
+                .ok_or_else(|| SetupError::NoProfile {
+                    workspace: workspace.clone(),
+                    profile: name.clone(),
+                })?;
+            routed.insert(workspace.as_str().into(), profile.clone());
+        }
+        if let Some(old) = old {
+            let moved = routed
+                .iter()
+                .filter(|(ws, p)| old.profile_of(ws).name != p.name)
+                .count()
+                + old
+                    .routed
+                    .keys()
+                    .filter(|ws| !routed.contains_key(*ws))
+                    .count();
+            if moved > 0 {
+                changes.push(format!("{moved} workspace(s) routed to another profile"));
+            }
+        }
+        let limits = match old {
+            Some(old) if old.limits_config == config.limits => old.limits.clone(),
+            _ => {
+                if old.is_some() {
+                    changes.push("rate limits changed: every bucket starts full".to_owned());
+                }
+                Arc::new(Limits::new(&config.limits))
+            }
+        };
+        let registry = Registry::reloaded(
+            &config.devices,
+            config.default_workspace(),
+            old.map(|o| &o.registry),
+        )?;
+        Ok((
+            Self {
+                registry,
+                limits,
+                limits_config: config.limits.clone(),
+                audit,
+                profiles,
+                default,
+                routed,
+                routes: RwLock::default(),
+            },
+            changes,
+        ))
     }
 
     /// Admits a request under the rate limits, or refuses it with the time to wait.
@@ -304,17 +548,86 @@ impl Gateway {
         })
     }
 
-    /// The storage endpoint advertised to devices.
-    pub fn endpoint(&self) -> &str {
-        &self.storage.endpoint
+    /// The profile workspace `id` is routed to: `[workspaces.profile]`, else the default.
+    fn profile_of(&self, id: &str) -> &Arc<Profile> {
+        self.routed.get(id).unwrap_or(&self.default)
     }
 
-    /// The scope of a workspace.
-    pub fn scope(&self, workspace: &WorkspaceId) -> Scope {
+    /// The workspace `id` resolved: as kept from an earlier request, else validated, routed and
+    /// scoped now (and kept, up to [`MAX_ROUTES`] workspaces).
+    fn route(&self, id: &str) -> Result<Arc<Route>, WorkspaceError> {
+        let routes = self.routes.read().unwrap_or_else(PoisonError::into_inner);
+        if let Some(route) = routes.get(id) {
+            return Ok(route.clone());
+        }
+        let full = routes.len() >= MAX_ROUTES;
+        drop(routes);
+        let workspace = WorkspaceId::parse(id)?;
+        let profile = self.profile_of(id).clone();
+        let route = Arc::new(Route {
+            scope: profile.scope(&workspace),
+            workspace,
+            profile,
+            audit: self.audit.clone(),
+        });
+        if !full {
+            self.routes
+                .write()
+                .unwrap_or_else(PoisonError::into_inner)
+                .entry(id.into())
+                .or_insert_with(|| route.clone());
+        }
+        Ok(route)
+    }
+}
+
+// === impl Profile ===
+
+impl Profile {
+    /// Profile `name` of `config`, whose credentials come from `sourced`.
+    fn new(
+        config: &Config,
+        name: &str,
+        profile: &crate::config::StorageProfile,
+        sourced: Sourced,
+    ) -> Result<Self, SetupError> {
+        let template = PrefixTemplate::parse(&profile.object_key_prefix).map_err(|source| {
+            SetupError::Prefix {
+                section: Config::section_of(name),
+                source,
+            }
+        })?;
+        let name: Arc<str> = name.into();
+        Ok(Self {
+            cache: Cache::new(sourced.issuer.clone(), profile, &name),
+            name,
+            fingerprint: sourced.fingerprint,
+            template,
+            bucket: profile.bucket.as_str().into(),
+            storage: Storage {
+                endpoint: config.endpoint_of(profile),
+                region: profile.region.clone(),
+                provider: sourced.issuer.provider(),
+            },
+        })
+    }
+
+    /// The scope of a workspace's credentials from this profile.
+    fn scope(&self, workspace: &WorkspaceId) -> Scope {
         Scope {
             bucket: self.bucket.clone(),
             prefix: self.template.render(workspace).into(),
         }
+    }
+}
+
+impl std::fmt::Debug for Profile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Profile")
+            .field("name", &self.name)
+            .field("bucket", &self.bucket)
+            .field("storage", &self.storage)
+            .finish_non_exhaustive()
     }
 }
 
@@ -358,7 +671,7 @@ mod tests {
     #[tokio::test]
     async fn a_workspace_is_resolved_once_and_past_the_bound_for_each_request() {
         let config = Config::default();
-        let gateway = Gateway::new(&config, IssuerHandle::new(Named)).expect("gateway");
+        let gateway = Gateway::single(&config, IssuerHandle::new(Named)).expect("gateway");
         let prefix_of = |workspace: &str| {
             PrefixTemplate::parse(&config.storage.object_key_prefix)
                 .expect("template")
@@ -376,11 +689,11 @@ mod tests {
         assert!(Arc::ptr_eq(&first.route, &again.route), "resolved once");
         assert_eq!(first.config().object_key_prefix, prefix_of("ws-1"));
         assert_eq!(first.access_key_id(), format!("AK-{}", prefix_of("ws-1")));
-        assert_eq!(gateway.routes.read().expect("routes").len(), 1);
+        assert_eq!(gateway.live.load().routes.read().expect("routes").len(), 1);
 
         // Full: a new workspace is still answered with its own scope, resolved anew each time.
         for i in 1..MAX_ROUTES {
-            gateway.route(&format!("w{i}")).expect("valid");
+            gateway.live.load().route(&format!("w{i}")).expect("valid");
         }
         let late = gateway
             .for_workspace(WorkspaceId::parse("late").expect("id"))
@@ -393,6 +706,97 @@ mod tests {
         assert_eq!(late.config().object_key_prefix, prefix_of("late"));
         assert_eq!(late.access_key_id(), format!("AK-{}", prefix_of("late")));
         assert!(!Arc::ptr_eq(&late.route, &late_again.route));
-        assert_eq!(gateway.routes.read().expect("routes").len(), MAX_ROUTES);
+        assert_eq!(
+            gateway.live.load().routes.read().expect("routes").len(),
+            MAX_ROUTES
+        );
+    }
+
+    /// Hands out credentials named after its profile and the prefix, counting its calls.
+    struct Tagged(&'static str, std::sync::atomic::AtomicUsize);
+
+    #[async_trait]
+    impl Issuer for Tagged {
+        fn kind(&self) -> ProviderKind {
+            ProviderKind::Minio
+        }
+
+        async fn issue(&self, request: &IssueRequest) -> Result<Credential, crate::issuer::Error> {
+            self.1.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            Ok(Credential {
+                access_key_id: format!("AK-{}-{}", self.0, request.scope.prefix),
+                secret_access_key: Secret::new("secret"),
+                session_token: Secret::new("token"),
+                expiration: SystemTime::now() + Duration::from_secs(3600),
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn two_profiles_never_share_a_credential_and_each_workspace_goes_to_its_own() {
+        let mut config = Config::default();
+        // `twin` is `a` to the letter: same bucket, same prefix template.
+        for name in ["a", "twin"] {
+            config
+                .profiles
+                .insert(name.to_owned(), config.storage.clone());
+        }
+        config
+            .workspaces
+            .profile
+            .insert("ws-a".to_owned(), "a".to_owned());
+        let issuers: BTreeMap<String, Arc<Tagged>> = ["default", "a", "twin"]
+            .into_iter()
+            .map(|n| (n.to_owned(), Arc::new(Tagged(n, Default::default()))))
+            .collect();
+        struct Shared(Arc<Tagged>);
+        #[async_trait]
+        impl Issuer for Shared {
+            fn kind(&self) -> ProviderKind {
+                self.0.kind()
+            }
+            async fn issue(
+                &self,
+                request: &IssueRequest,
+            ) -> Result<Credential, crate::issuer::Error> {
+                self.0.issue(request).await
+            }
+        }
+        let handles = issuers
+            .iter()
+            .map(|(n, i)| {
+                let sourced = Sourced {
+                    issuer: IssuerHandle::new(Shared(i.clone())),
+                    fingerprint: [0; 32],
+                };
+                (n.clone(), sourced)
+            })
+            .collect();
+        let gateway = Gateway::new(&config, handles, Audit::default()).expect("gateway");
+        let calls = |n: &str| issuers[n].1.load(std::sync::atomic::Ordering::Relaxed);
+
+        let a = gateway.credentials(pilot("ws-a")).await.expect("a");
+        assert_eq!((a.profile(), a.access_key_id()), ("a", "AK-a-ws-a"));
+        let other = gateway.credentials(pilot("ws-b")).await.expect("default");
+        assert_eq!(other.profile(), "default");
+        assert_eq!(gateway.profile_of("ws-a"), "a");
+        assert_eq!(gateway.profile_of("ws-b"), "default");
+        let twin = gateway
+            .for_profile("twin", WorkspaceId::parse("ws-a").expect("id"))
+            .await
+            .expect("a profile named twin")
+            .expect("issued");
+        assert_eq!(twin.access_key_id(), "AK-twin-ws-a", "its own, not a's");
+        let again = gateway.credentials(pilot("ws-a")).await.expect("a");
+        assert_eq!(again.access_key_id(), "AK-a-ws-a");
+        assert!(again.cache_hit());
+        assert_eq!((calls("a"), calls("twin"), calls("default")), (1, 1, 1));
+        assert!(
+            gateway
+                .for_profile("nowhere", WorkspaceId::parse("ws-a").expect("id"))
+                .await
+                .is_none()
+        );
+        assert_eq!(gateway.profiles(), ["a", "default", "twin"]);
     }
 }

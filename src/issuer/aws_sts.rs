@@ -29,7 +29,10 @@ pub struct AwsSts {
     client: aws_sdk_sts::Client,
     kind: ProviderKind,
     role_arn: String,
+    external_id: Option<String>,
     timeout: Duration,
+    /// The profile's configuration section, named in refusals (`storage`, `profiles.eu`).
+    section: String,
 }
 
 // === impl AwsSts ===
@@ -37,8 +40,9 @@ pub struct AwsSts {
 impl AwsSts {
     /// A client for `storage.provider` (`aws` or `minio`), from validated config. The service's own
     /// identity is the configured key pair, or for AWS the standard credential chain
-    /// (environment, profile, web identity, container and instance metadata).
-    pub async fn new(storage: &StorageProfile) -> Self {
+    /// (environment, profile, web identity, container and instance metadata). `section` is the
+    /// profile's configuration section.
+    pub async fn new(storage: &StorageProfile, section: &str) -> Self {
         let timeouts = aws_sdk_sts::config::timeout::TimeoutConfig::builder()
             .operation_timeout(storage.upstream_timeout)
             .connect_timeout(storage.upstream_timeout.min(Duration::from_secs(3)))
@@ -73,7 +77,9 @@ impl AwsSts {
             client: aws_sdk_sts::Client::new(&sdk),
             kind,
             role_arn,
+            external_id: storage.external_id.clone(),
             timeout: storage.upstream_timeout,
+            section: section.to_owned(),
         }
     }
 }
@@ -90,6 +96,7 @@ impl Issuer for AwsSts {
             .client
             .assume_role()
             .role_arn(&self.role_arn)
+            .set_external_id(self.external_id.clone())
             .role_session_name(policy::session_name(
                 &request.scope,
                 policy::AWS_SESSION_NAME_MAX,
@@ -98,7 +105,8 @@ impl Issuer for AwsSts {
             .policy(policy::aws(&request.scope))
             .send()
             .await;
-        let output = result.map_err(|e| classify(self.kind, self.timeout, e))?;
+        let output =
+            result.map_err(|e| classify(self.kind, self.timeout, e).in_section(&self.section))?;
         tracing::debug!(provider = %self.kind, request_id = output.request_id().unwrap_or("-"), "AssumeRole succeeded");
         let credentials = output.credentials().ok_or_else(|| {
             Error::Unavailable("the STS answer carried no credentials".to_owned())

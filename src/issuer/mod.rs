@@ -79,6 +79,18 @@ pub struct IssuerHandle(Arc<dyn Issuer>);
 // === impl Error ===
 
 impl Error {
+    /// The error with the keys it names (`storage.role_arn`) as the keys of the profile whose
+    /// section is `section` (`profiles.eu.role_arn`): each issuer's hints are written once, for
+    /// `[storage]`.
+    pub fn in_section(self, section: &str) -> Self {
+        match self {
+            Self::Rejected(m) if section != "storage" => {
+                Self::Rejected(m.replace("storage.", &format!("{section}.")))
+            }
+            other => other,
+        }
+    }
+
     /// A short stable label for metrics.
     pub const fn label(&self) -> &'static str {
         match self {

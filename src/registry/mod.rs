@@ -10,6 +10,7 @@ mod cache;
 pub mod sql;
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 pub use sql::{LookupError, ProbeError, SetupError};
 
@@ -20,7 +21,9 @@ use crate::domain::WorkspaceId;
 #[derive(Debug, Default)]
 pub struct Registry {
     bind: HashMap<String, WorkspaceId>,
-    sql: Option<sql::SqlRegistry>,
+    /// The database, shared by the registries a reload builds while its settings (password
+    /// included) stay the same, so its pool and its cache of answers live on.
+    sql: Option<(Arc<sql::SqlRegistry>, crate::secret::Fingerprint)>,
     default: Option<WorkspaceId>,
 }
 
@@ -33,6 +36,16 @@ impl Registry {
     pub fn from_config(
         devices: &DevicesConfig,
         default_workspace: Option<&str>,
+    ) -> Result<Self, SetupError> {
+        Self::reloaded(devices, default_workspace, None)
+    }
+
+    /// Like [`Registry::from_config`], keeping `old`'s database (pool and cached answers) when
+    /// its settings and password are unchanged.
+    pub fn reloaded(
+        devices: &DevicesConfig,
+        default_workspace: Option<&str>,
+        old: Option<&Self>,
     ) -> Result<Self, SetupError> {
         let bind = devices
             .bind
@@ -54,17 +67,31 @@ impl Registry {
                     }
                     (None, None) => None,
                 };
-                Some(sql::SqlRegistry::new(config, password)?)
+                let print =
+                    crate::secret::fingerprint(config, &[config.url.as_ref(), password.as_ref()]);
+                match old.and_then(|old| old.sql.as_ref()) {
+                    Some((sql, old_print)) if *old_print == print => Some((sql.clone(), print)),
+                    _ => Some((Arc::new(sql::SqlRegistry::new(config, password)?), print)),
+                }
             }
             None => None,
         };
         Ok(Self { bind, sql, default })
     }
 
+    /// Whether both ask the same database (one pool and cache of answers), or neither asks one.
+    pub fn same_database(&self, other: &Self) -> bool {
+        match (&self.sql, &other.sql) {
+            (Some((a, _)), Some((b, _))) => Arc::ptr_eq(a, b),
+            (None, None) => true,
+            _ => false,
+        }
+    }
+
     /// Checks the database query once (start-up).
     pub async fn probe(&self) -> Result<(), ProbeError> {
         match &self.sql {
-            Some(sql) => Box::pin(sql.probe()).await,
+            Some((sql, _)) => Box::pin(sql.probe()).await,
             None => Ok(()),
         }
     }
@@ -74,7 +101,7 @@ impl Registry {
         if let Some(ws) = self.bind.get(&sn.to_ascii_uppercase()) {
             return Ok(Some(ws.clone()));
         }
-        if let Some(sql) = &self.sql
+        if let Some((sql, _)) = &self.sql
             // Boxed: the driver's future is large, and most requests never need it.
             && let Some(ws) = Box::pin(sql.workspace_of(sn)).await?
         {

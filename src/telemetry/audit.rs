@@ -39,6 +39,8 @@ enum Message {
 pub struct Handout<'a> {
     /// The workspace it was issued for.
     pub workspace: &'a str,
+    /// The storage profile it came from.
+    pub profile: &'a str,
     /// The bucket it may write to.
     pub bucket: &'a str,
     /// The prefix it may write under.
@@ -62,6 +64,7 @@ struct Record<'a> {
     device: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     subject: Option<&'a str>,
+    profile: &'a str,
     bucket: &'a str,
     prefix: &'a str,
     provider: &'a str,
@@ -106,6 +109,7 @@ impl Audit {
             workspace: handout.workspace,
             device,
             subject,
+            profile: handout.profile,
             bucket: handout.bucket,
             prefix: handout.prefix,
             provider: handout.provider,

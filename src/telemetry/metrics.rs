@@ -14,7 +14,6 @@ static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 struct Hot {
     http_success: Counter,
     mqtt_success: Counter,
-    cache_hit: Counter,
 }
 
 static HOT: OnceLock<Hot> = OnceLock::new();
@@ -30,7 +29,6 @@ pub fn install() -> Option<PrometheusHandle> {
             let _ = HOT.set(Hot {
                 http_success: requests("http", "success"),
                 mqtt_success: requests("mqtt", "success"),
-                cache_hit: cache_requests("hit"),
             });
             Some(handle)
         })
@@ -41,24 +39,12 @@ fn requests(front: &'static str, result: &'static str) -> Counter {
     metrics::counter!("stsgate_requests_total", "front" => front, "result" => result)
 }
 
-fn cache_requests(outcome: &'static str) -> Counter {
-    metrics::counter!("stsgate_cache_requests_total", "outcome" => outcome)
-}
-
 /// Counts a request answered by a front, by result.
 pub fn request(front: &'static str, result: &'static str) {
     match (HOT.get(), front, result) {
         (Some(hot), "http", "success") => hot.http_success.increment(1),
         (Some(hot), "mqtt", "success") => hot.mqtt_success.increment(1),
         _ => requests(front, result).increment(1),
-    }
-}
-
-/// Counts a cache lookup by outcome (`hit`, `stale`, `miss`, `joined`, `failure_cached`).
-pub fn cache_request(outcome: &'static str) {
-    match (HOT.get(), outcome) {
-        (Some(hot), "hit") => hot.cache_hit.increment(1),
-        _ => cache_requests(outcome).increment(1),
     }
 }
 

@@ -32,6 +32,8 @@ pub struct TestService {
     /// The service's data dir (in `data` unless [`Options::data_dir`] put it elsewhere).
     pub data_dir: std::path::PathBuf,
     pub base_url: String,
+    /// Where its configuration came from, to read again ([`Service::reload`]).
+    pub sources: Sources,
     http: reqwest::Client,
 }
 
@@ -97,12 +99,12 @@ impl Options {
             ("mqtt.embedded_listen".to_owned(), "127.0.0.1:0".to_owned()),
             ("storage.local.listen".to_owned(), "127.0.0.1:0".to_owned()),
         ];
-        let config = config::load(&Sources {
+        let sources = Sources {
             file,
             env: self.env,
             flags,
-        })
-        .expect("valid test config");
+        };
+        let config = config::load(&sources).expect("valid test config");
         let service = Service::start(config).await.map_err(|e| e.to_string())?;
         assert!(
             self.unready || service.wait_ready(ANSWER).await,
@@ -114,6 +116,7 @@ impl Options {
             data,
             data_dir,
             base_url,
+            sources,
             http: reqwest::Client::new(),
         })
     }

@@ -8,17 +8,34 @@ use figment::providers::{Format, Serialized, Toml};
 use figment::value::{Dict, Value};
 use figment::{Figment, Provider};
 
-use super::Config;
 use super::validate::{Problem, validate};
+use super::{Config, ENV_PREFIX, env_name};
 use report::{Origin, Origins};
 
 mod report;
 
-/// Prefix of configuration environment variables: `STSGATE_HTTP__LISTEN` is `http.listen`.
-pub const ENV_PREFIX: &str = "STSGATE_";
+/// Whether `key` (a dotted path) holds a secret.
+pub fn is_secret(key: &str) -> bool {
+    SECRET_KEYS.contains(&key) || SECRET_KEYS.contains(&as_storage_key(key).as_ref())
+}
+
+/// A named profile's key as the same key of `[storage]` (`profiles.eu.role_arn` →
+/// `storage.role_arn`), for what is said of every profile alike (examples, secrets); other keys
+/// as they are.
+pub fn as_storage_key(key: &str) -> std::borrow::Cow<'_, str> {
+    match key
+        .strip_prefix("profiles.")
+        .and_then(|rest| rest.split_once('.'))
+    {
+        Some((_, rest)) => format!("storage.{rest}").into(),
+        None => key.into(),
+    }
+}
+
 /// Environment variables with the prefix that are not configuration keys.
 const NOT_KEYS: &[&str] = &["STSGATE_CONFIG"];
-/// Keys that may not be written in the file.
+/// Keys that may not be written in the file; a named profile's `secret_access_key` is one too
+/// ([`is_secret`]).
 const SECRET_KEYS: &[&str] = &[
     "auth.jwt_secret",
     "mqtt.password",
@@ -81,6 +98,11 @@ pub fn load(sources: &Sources) -> Result<Config, Error> {
         origins.set(key, Origin::Flag(key.replace(['.', '_'], "-")));
         data = merge(data, nested(key, value.clone()));
     }
+    let early = profile_problems(&data, &origins);
+    for problem in &early {
+        remove(&mut data, &problem.key);
+    }
+    problems.extend(early);
     let defaults = Figment::from(Serialized::defaults(&base));
     let config = loop {
         let figment = defaults.clone().merge(Serialized::defaults(data.clone()));
@@ -118,14 +140,6 @@ pub fn load(sources: &Sources) -> Result<Config, Error> {
     }
 }
 
-/// The environment variable for a key path: `http.listen` → `STSGATE_HTTP__LISTEN`.
-pub fn env_name(key: &str) -> String {
-    format!(
-        "{ENV_PREFIX}{}",
-        key.to_ascii_uppercase().replace('.', "__")
-    )
-}
-
 /// The file's keys as a dictionary, where each was written (`origins`), and a problem for each
 /// secret written in it (left out of the dictionary, its value never shown).
 fn file(path: &PathBuf, origins: &mut Origins) -> Result<(Dict, Vec<Problem>), Error> {
@@ -147,7 +161,19 @@ fn file(path: &PathBuf, origins: &mut Origins) -> Result<(Dict, Vec<Problem>), E
         .unwrap_or_default();
     origins.file(path, &text, document.as_table(), "");
     let mut problems = Vec::new();
-    for key in SECRET_KEYS {
+    let profile_secrets: Vec<String> = match dict.get("profiles") {
+        Some(Value::Dict(_, profiles)) => profiles
+            .keys()
+            .map(|name| format!("profiles.{name}.secret_access_key"))
+            .collect(),
+        _ => Vec::new(),
+    };
+    let keys = SECRET_KEYS
+        .iter()
+        .map(|k| (*k).to_owned())
+        .chain(profile_secrets);
+    for key in keys {
+        let key = key.as_str();
         if remove(&mut dict, key) {
             problems.push(Problem {
                 key: (*key).to_owned(),
@@ -163,6 +189,49 @@ fn file(path: &PathBuf, origins: &mut Origins) -> Result<(Dict, Vec<Problem>), E
         }
     }
     Ok((dict, problems))
+}
+
+/// What a named profile must say for itself and may not say, found in what was given (`data`)
+/// rather than in the loaded profile, whose defaults would hide it: its `provider` (the
+/// default, `local`, is the embedded store, which one profile at most may be), and no `local`
+/// table (the embedded store is configured once, in `[storage.local]`). A profile that only
+/// the environment names (a secret without its `[profiles.<name>]`) says neither.
+fn profile_problems(data: &Dict, origins: &Origins) -> Vec<Problem> {
+    let Some(Value::Dict(_, profiles)) = data.get("profiles") else {
+        return Vec::new();
+    };
+    let mut problems = Vec::new();
+    for (name, profile) in profiles {
+        let Value::Dict(_, keys) = profile else {
+            continue;
+        };
+        let section = format!("profiles.{name}");
+        let mut problem = |key: String, reason: String, example: Option<&str>| {
+            problems.push(Problem {
+                origin: origins.of(&key),
+                key,
+                reason,
+                example: example.map(str::to_owned),
+            })
+        };
+        if !keys.contains_key("provider") {
+            problem(
+                format!("{section}.provider"),
+                "is required in a named profile: local, minio, aws or ali".to_owned(),
+                Some("provider = \"aws\""),
+            );
+        }
+        if keys.contains_key("local") {
+            problem(
+                format!("{section}.local"),
+                "the embedded store is configured once, in [storage.local]; a profile with \
+                 provider = \"local\" uses it"
+                    .to_owned(),
+                None,
+            );
+        }
+    }
+    problems
 }
 
 /// `STSGATE_*` variables as (name as written, key path, value).

@@ -10,7 +10,7 @@ use figment::Figment;
 use figment::error::{Actual, Kind};
 use figment::value::{Dict, Value};
 
-use super::{Problem, SECRET_KEYS, env_name};
+use super::{Problem, as_storage_key, env_name, is_secret};
 
 /// Where each key's value came from, by dotted key path.
 #[derive(Debug, Default)]
@@ -169,7 +169,7 @@ pub fn parse_problem(
         path.push(field.clone());
     }
     let key = path.join(".");
-    let secret = SECRET_KEYS.contains(&key.as_str());
+    let secret = is_secret(&key);
     let reason = match &error.kind {
         Kind::UnknownField(field, known) => {
             let mut reason = "is not a configuration key".to_owned();
@@ -243,15 +243,19 @@ pub fn parse_problem(
 
 /// A good value for `key`, written as `origin` writes values.
 fn example(key: &str, origin: Option<&Origin>, defaults: &Figment) -> Option<String> {
-    if SECRET_KEYS.contains(&key) {
+    if is_secret(key) {
         return None;
     }
+    let same = as_storage_key(key);
     let toml = EXAMPLES
         .iter()
-        .find(|(k, _)| *k == key)
+        .find(|(k, _)| *k == key || *k == same)
         .map(|(_, v)| (*v).to_owned())
         .or_else(|| {
-            let value = defaults.find_value(key).ok()?;
+            let value = defaults
+                .find_value(key)
+                .ok()
+                .or_else(|| defaults.find_value(&same).ok())?;
             let value = toml::Value::try_from(&value).ok()?;
             // A section or a list says little as an example.
             (!value.is_table()).then(|| value.to_string())

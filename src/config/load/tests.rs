@@ -387,3 +387,179 @@ fn a_value_of_the_wrong_shape_and_a_secret_in_the_file_are_reported_with_the_res
     );
     assert!(!text.contains("file-secret-value"), "{text}");
 }
+
+const TWO_CUSTOMERS: &str = r#"[storage]
+provider = "local"
+
+[profiles.eu]
+provider = "aws"
+region = "eu-central-1"
+bucket = "acme-media"
+role_arn = "arn:aws:iam::210987654321:role/stsgate-upload"
+external_id = "acme-7f3a"
+object_key_prefix = "acme/{workspace_id}"
+
+[profiles.cn-site_2]
+provider = "ali"
+region = "cn-hangzhou"
+bucket = "site-media"
+role_arn = "acs:ram::1234567890123456:role/stsgate-upload"
+access_key_id = "LTAI5tEXAMPLE"
+secret_access_key_file = "/etc/stsgate/ali_secret"
+
+[workspaces.profile]
+"2f8e1c55-6a9d-4f51-9d1b-0c7b8a3e4f10" = "eu"
+ws-cn = "cn-site_2"
+ws-home = "default"
+"#;
+
+#[test]
+fn named_profiles_take_every_storage_key_and_workspaces_name_them() {
+    let f = toml_file(TWO_CUSTOMERS);
+    let c = load(&Sources {
+        file: Some(f.path().to_path_buf()),
+        env: env(&[
+            ("STSGATE_PROFILES__EU__ACCESS_KEY_ID", "AKIAEXAMPLE"),
+            ("STSGATE_PROFILES__EU__SECRET_ACCESS_KEY", "env-secret"),
+        ]),
+        ..Sources::default()
+    })
+    .expect("valid");
+    let names: Vec<&str> = c.all_profiles().map(|(n, _)| n).collect();
+    assert_eq!(names, ["default", "cn-site_2", "eu"]);
+    let eu = c.profile("eu").expect("eu");
+    assert_eq!(eu.provider, crate::domain::ProviderKind::Aws);
+    assert_eq!(eu.external_id.as_deref(), Some("acme-7f3a"));
+    assert_eq!(eu.access_key_id.as_deref(), Some("AKIAEXAMPLE"));
+    assert_eq!(
+        eu.secret_access_key.as_ref().map(|s| s.expose()),
+        Some("env-secret")
+    );
+    // Keys a profile leaves out take [storage]'s defaults.
+    assert_eq!(eu.duration, Duration::from_secs(3600));
+    assert_eq!(c.endpoint_of(eu), "https://s3.eu-central-1.amazonaws.com");
+    let cn = c.profile("cn-site_2").expect("cn");
+    assert_eq!(c.endpoint_of(cn), "https://oss-cn-hangzhou.aliyuncs.com");
+    assert_eq!(
+        cn.secret_access_key_file.as_deref(),
+        Some(std::path::Path::new("/etc/stsgate/ali_secret"))
+    );
+    assert_eq!(c.local_profile().map(|(n, _)| n), Some("default"));
+    assert_eq!(c.workspaces.profile["ws-cn"], "cn-site_2");
+    assert_eq!(Config::section_of("eu"), "profiles.eu");
+}
+
+#[test]
+fn every_profile_mistake_is_reported_at_once_with_its_profile_key() {
+    let f = toml_file(
+        r#"[profiles.eu]
+provider = "aws"
+role_arn = "arm:aws:iam::1:role/x"
+regoin = "eu-central-1"
+secret_access_key = "file-secret-value"
+
+[profiles.Bad]
+provider = "aws"
+role_arn = "arn:aws:iam::1:role/x"
+
+[profiles.site]
+provider = "minio"
+sts_endpoint = "http://minio:9000"
+access_key_id = "site"
+secret_access_key_file = "/etc/stsgate/site"
+external_id = "acme-7f3a"
+
+[profiles.again]
+provider = "local"
+
+[profiles.vague]
+bucket = "vague-media"
+
+[workspaces.profile]
+ws-1 = "nowhere"
+"#,
+    );
+    let err = load(&Sources {
+        file: Some(f.path().to_path_buf()),
+        ..Sources::default()
+    })
+    .expect_err("refused");
+    let Error::Invalid(problems) = &err else {
+        panic!("{err:?}");
+    };
+    let name = f.path().display().to_string();
+    let text = err.to_string();
+    let want = [
+        (
+            "line 3",
+            "profiles.eu.role_arn",
+            "is not of the form arn:aws:iam",
+        ),
+        ("line 4", "profiles.eu.regoin", "did you mean `region`?"),
+        (
+            "line 5",
+            "profiles.eu.secret_access_key",
+            "STSGATE_PROFILES__EU__SECRET_ACCESS_KEY",
+        ),
+        ("line 7", "profiles.Bad", "lowercase letters"),
+        (
+            "line 16",
+            "profiles.site.external_id",
+            "MinIO's AssumeRole ignores ExternalId",
+        ),
+        (
+            "line 19",
+            "profiles.again.provider",
+            "at most one profile may be local",
+        ),
+        (
+            "line 21",
+            "profiles.vague.provider",
+            "is required in a named profile",
+        ),
+        (
+            "line 25",
+            "workspaces.profile.ws-1",
+            "profile `nowhere` does not exist",
+        ),
+    ];
+    for (line, key, says) in want {
+        let found = problems
+            .iter()
+            .find(|p| p.key == key)
+            .unwrap_or_else(|| panic!("{key} missing in\n{text}"));
+        assert_eq!(
+            found.origin.as_deref(),
+            Some(format!("{name} {line}").as_str()),
+            "{found}"
+        );
+        assert!(found.reason.contains(says), "{found} should say {says}");
+    }
+    assert_eq!(problems.len(), want.len(), "{text}");
+    assert!(text.contains("e.g. region = \"us-east-1\""), "{text}");
+    assert!(!text.contains("file-secret-value"), "{text}");
+}
+
+#[test]
+fn a_profile_needs_its_secret_with_its_key_and_may_not_carry_the_store() {
+    let f = toml_file(
+        "[profiles.eu]\nprovider = \"ali\"\nrole_arn = \"acs:ram::1:role/x\"\n\
+         access_key_id = \"LTAI\"\n\n[profiles.eu.local]\nlisten = \"127.0.0.1:0\"\n",
+    );
+    let err = load(&Sources {
+        file: Some(f.path().to_path_buf()),
+        ..Sources::default()
+    })
+    .expect_err("refused")
+    .to_string();
+    assert!(
+        err.contains("profiles.eu.access_key_id: set profiles.eu.access_key_id together with STSGATE_PROFILES__EU__SECRET_ACCESS_KEY or profiles.eu.secret_access_key_file"),
+        "{err}"
+    );
+    assert!(
+        err.contains(
+            "profiles.eu.local: the embedded store is configured once, in [storage.local]"
+        ),
+        "{err}"
+    );
+}

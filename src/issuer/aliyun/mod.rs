@@ -31,9 +31,12 @@ pub struct AliyunSts {
     http: reqwest::Client,
     endpoint: String,
     role_arn: String,
+    external_id: Option<String>,
     access_key_id: String,
     secret: Secret,
     timeout: Duration,
+    /// The profile's configuration section, named in refusals (`storage`, `profiles.eu`).
+    section: String,
 }
 
 /// One signed request: query (common parameters and `Signature`) and form body (operation
@@ -82,8 +85,9 @@ struct Failure {
 // === impl AliyunSts ===
 
 impl AliyunSts {
-    /// A client from validated config (`role_arn` and the key pair are required there).
-    pub fn new(storage: &StorageProfile) -> Result<Self, Error> {
+    /// A client from a validated profile (`role_arn` and the key pair are required there), whose
+    /// configuration section is `section`.
+    pub fn new(storage: &StorageProfile, section: &str) -> Result<Self, Error> {
         let http = reqwest::Client::builder()
             .connect_timeout(storage.upstream_timeout.min(Duration::from_secs(3)))
             .timeout(storage.upstream_timeout)
@@ -96,9 +100,11 @@ impl AliyunSts {
                 .clone()
                 .unwrap_or_else(|| DEFAULT_ENDPOINT.to_owned()),
             role_arn: storage.role_arn.clone().unwrap_or_default(),
+            external_id: storage.external_id.clone(),
             access_key_id: storage.access_key_id.clone().unwrap_or_default(),
             secret: storage.secret_access_key.clone().unwrap_or_default(),
             timeout: storage.upstream_timeout,
+            section: section.to_owned(),
         })
     }
 
@@ -108,6 +114,7 @@ impl AliyunSts {
             &self.access_key_id,
             &self.secret,
             &self.role_arn,
+            self.external_id.as_deref(),
             request,
             &stamp,
         );
@@ -132,7 +139,7 @@ impl AliyunSts {
             .bytes()
             .await
             .map_err(|_| Error::Unavailable("the ali STS answer was cut off".to_owned()))?;
-        parse_response(status, &body)
+        parse_response(status, &body).map_err(|e| e.in_section(&self.section))
     }
 }
 
@@ -174,6 +181,7 @@ pub fn build_request(
     access_key_id: &str,
     secret: &Secret,
     role_arn: &str,
+    external_id: Option<&str>,
     request: &IssueRequest,
     stamp: &Stamp,
 ) -> SignedRequest {
@@ -190,7 +198,7 @@ pub fn build_request(
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v.to_owned()))
     .collect();
-    let form = vec![
+    let mut form = vec![
         (
             "DurationSeconds".to_owned(),
             request.duration.as_secs().to_string(),
@@ -202,6 +210,9 @@ pub fn build_request(
             policy::session_name(&request.scope, policy::ALI_SESSION_NAME_MAX),
         ),
     ];
+    if let Some(id) = external_id {
+        form.insert(1, ("ExternalId".to_owned(), id.to_owned()));
+    }
     let all: Vec<(&str, &str)> = query
         .iter()
         .chain(form.iter())

@@ -95,6 +95,7 @@ fn the_request_carries_the_documented_parameters() {
         "testid",
         &Secret::new("testsecret"),
         "acs:ram::123456789012:role/stsgate",
+        None,
         &request(),
         &stamp,
     );
@@ -137,6 +138,7 @@ fn the_request_carries_the_documented_parameters() {
         "testid",
         &Secret::new("testsecret"),
         "acs:ram::123456789012:role/stsgate",
+        None,
         &request(),
         &stamp,
     );
@@ -152,6 +154,7 @@ fn the_request_carries_the_documented_parameters() {
                 "testid",
                 &Secret::new("testsecret"),
                 "acs:ram::123456789012:role/stsgate",
+                None,
                 &request(),
                 &other
             )
@@ -159,4 +162,42 @@ fn the_request_carries_the_documented_parameters() {
             "Signature"
         )
     );
+}
+
+#[test]
+fn an_external_id_travels_in_the_signed_form() {
+    let stamp = Stamp {
+        nonce: "n".into(),
+        timestamp: "2016-02-23T12:46:24Z".into(),
+    };
+    let role = "acs:ram::123456789012:role/stsgate";
+    let secret = Secret::new("testsecret");
+    let with = build_request(
+        "testid",
+        &secret,
+        role,
+        Some("acme-7f3a"),
+        &request(),
+        &stamp,
+    );
+    let without = build_request("testid", &secret, role, None, &request(), &stamp);
+    let names: Vec<&str> = with.form.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "DurationSeconds",
+            "ExternalId",
+            "Policy",
+            "RoleArn",
+            "RoleSessionName"
+        ]
+    );
+    assert!(
+        with.form
+            .contains(&("ExternalId".to_owned(), "acme-7f3a".to_owned()))
+    );
+    assert!(!without.form.iter().any(|(k, _)| k == "ExternalId"));
+    // The signature covers it.
+    let signature = |r: &SignedRequest| r.query.last().cloned();
+    assert_ne!(signature(&with), signature(&without));
 }
