@@ -57,7 +57,10 @@ impl Db {
                        id serial PRIMARY KEY,
                        device_sn varchar(32) NOT NULL UNIQUE,
                        device_name varchar(64) NOT NULL DEFAULT 'undefined',
-                       workspace_id varchar(64) NOT NULL DEFAULT '')"
+                       workspace_id varchar(64) NOT NULL DEFAULT '');
+                     CREATE TABLE {n}.workspace (
+                       workspace_id varchar(64) PRIMARY KEY,
+                       storage_profile varchar(64) NOT NULL DEFAULT '')"
                 ))
                 .await;
             }
@@ -68,6 +71,10 @@ impl Db {
                        device_sn varchar(32) NOT NULL UNIQUE,
                        device_name varchar(64) NOT NULL DEFAULT 'undefined',
                        workspace_id varchar(64) NOT NULL DEFAULT ''
+                     ) DEFAULT CHARSET=utf8mb4;
+                     CREATE TABLE {n}.workspace (
+                       workspace_id varchar(64) PRIMARY KEY,
+                       storage_profile varchar(64) NOT NULL DEFAULT ''
                      ) DEFAULT CHARSET=utf8mb4"
                 ))
                 .await;
@@ -120,6 +127,22 @@ impl Db {
             Kind::MariaDb => format!(
                 "INSERT INTO {n}.manage_device (device_sn, workspace_id) VALUES ('{sn}', '{workspace}')
                  ON DUPLICATE KEY UPDATE workspace_id = VALUES(workspace_id)"
+            ),
+        };
+        self.admin(&upsert).await;
+    }
+
+    /// Routes (or reroutes) a workspace to a storage profile.
+    async fn route(&self, workspace: &str, profile: &str) {
+        let n = &self.name;
+        let upsert = match self.kind {
+            Kind::Postgres => format!(
+                "INSERT INTO {n}.workspace (workspace_id, storage_profile) VALUES ('{workspace}', '{profile}')
+                 ON CONFLICT (workspace_id) DO UPDATE SET storage_profile = EXCLUDED.storage_profile"
+            ),
+            Kind::MariaDb => format!(
+                "INSERT INTO {n}.workspace (workspace_id, storage_profile) VALUES ('{workspace}', '{profile}')
+                 ON DUPLICATE KEY UPDATE storage_profile = VALUES(storage_profile)"
             ),
         };
         self.admin(&upsert).await;
@@ -282,6 +305,20 @@ async fn a_query_the_database_refuses_stops_start_up() {
             .expect("start-up refused");
         assert!(error.contains("devices.sql.query"), "{error}");
         assert!(!error.contains("ro-pass"), "{error}");
+        let error = Options::default()
+            .env(
+                "STSGATE_WORKSPACES__SQL__URL",
+                &db.url(&db.server, db.admin_user()),
+            )
+            .env(
+                "STSGATE_WORKSPACES__SQL__QUERY",
+                "SELECT profile FROM no_such_table WHERE id = $1",
+            )
+            .try_start()
+            .await
+            .err()
+            .expect("start-up refused");
+        assert!(error.contains("workspaces.sql.query"), "{error}");
         db.drop().await;
     }
 }
@@ -306,4 +343,129 @@ async fn a_database_down_at_start_up_does_not_stop_the_service() {
     assert_eq!(reply["data"]["result"], 10503, "{reply}");
     assert!(!reply.to_string().contains("secret-pw"), "{reply}");
     svc.stop().await;
+}
+
+/// `[workspaces.sql]`: the platform's database names each workspace's storage profile. The
+/// order is `[workspaces.profile]`, then the database, then the default; a reroute is picked up
+/// after `unbound_ttl`; an answer naming no profile is refused (10500), and while the database
+/// is cut off a workspace it answered for before keeps its profile while one it never answered
+/// for is refused (503), never sent to the default profile.
+async fn workspaces_are_routed_by_the_platform_database(kind: Kind) {
+    let moto = common::Moto::start();
+    moto.s3()
+        .create_bucket()
+        .bucket("site-media")
+        .send()
+        .await
+        .expect("bucket");
+    let db = Db::create(kind).await;
+    db.route("ws-sql-1", "site").await;
+    db.route("ws-sql-2", "").await;
+    db.route("ws-sql-3", "nowhere").await;
+    db.route("ws-pinned", "site").await;
+    let link = Link::to(&db.server).await;
+    let query = match kind {
+        Kind::Postgres => "SELECT storage_profile FROM workspace WHERE workspace_id = $1",
+        Kind::MariaDb => "SELECT storage_profile FROM workspace WHERE workspace_id = ?",
+    };
+    let file = format!(
+        "[profiles.site]\nprovider = \"minio\"\nbucket = \"site-media\"\n\
+         sts_endpoint = \"{}\"\naccess_key_id = \"AKIASITEEXAMPLE00000\"\nduration = \"900s\"\n\n\
+         [workspaces.profile]\nws-pinned = \"default\"\n\n\
+         [workspaces.sql]\nquery = \"{query}\"\ncache_ttl = \"1s\"\nunbound_ttl = \"1s\"\n\
+         timeout = \"1s\"\n",
+        moto.url
+    );
+    let svc = Options::default()
+        .file(&file)
+        .env(
+            "STSGATE_WORKSPACES__SQL__URL",
+            &db.url(&link.addr.to_string(), db.admin_user()),
+        )
+        .env("STSGATE_PROFILES__SITE__SECRET_ACCESS_KEY", "site-secret")
+        .start()
+        .await;
+    let pilot = |ws: &'static str| {
+        let svc = &svc;
+        async move { svc.sts(ws, Some(&svc.token(ws))).await }
+    };
+    let bucket = |body: &Value| body["data"]["bucket"].as_str().map(str::to_owned);
+
+    let (status, body) = pilot("ws-sql-1").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(bucket(&body).as_deref(), Some("site-media"), "{body}");
+    assert_eq!(body["data"]["provider"], "minio");
+    let (_, body) = pilot("ws-sql-2").await;
+    assert_eq!(
+        bucket(&body).as_deref(),
+        Some("media"),
+        "'' is the default: {body}"
+    );
+    let (_, body) = pilot("ws-unknown").await;
+    assert_eq!(bucket(&body).as_deref(), Some("media"), "no row: {body}");
+    let (_, body) = pilot("ws-pinned").await;
+    assert_eq!(
+        bucket(&body).as_deref(),
+        Some("media"),
+        "the file comes first: {body}"
+    );
+    let (status, body) = pilot("ws-sql-3").await;
+    assert_eq!(status, 500, "{body}");
+    assert!(body.get("data").is_none(), "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("no usable storage profile for workspace ws-sql-3"),
+        "{body}"
+    );
+
+    db.route("ws-sql-2", "site").await;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let (_, body) = pilot("ws-sql-2").await;
+    assert_eq!(
+        bucket(&body).as_deref(),
+        Some("site-media"),
+        "rerouted: {body}"
+    );
+
+    link.cut();
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let (status, body) = pilot("ws-sql-1").await;
+    assert_eq!(
+        status, 200,
+        "a workspace answered for before keeps its profile: {body}"
+    );
+    assert_eq!(bucket(&body).as_deref(), Some("site-media"));
+    let (status, body) = pilot("ws-never-seen").await;
+    assert_eq!(
+        status, 503,
+        "never the default while the database is away: {body}"
+    );
+    assert!(body.get("data").is_none(), "{body}");
+    let (status, body) = pilot("ws-pinned").await;
+    assert_eq!(
+        (status.as_u16(), bucket(&body).as_deref()),
+        (200, Some("media"))
+    );
+
+    link.restore();
+    let (status, body) = pilot("ws-never-seen").await;
+    assert_eq!(
+        (status.as_u16(), bucket(&body).as_deref()),
+        (200, Some("media")),
+        "{body}"
+    );
+    svc.stop().await;
+    db.drop().await;
+}
+
+#[tokio::test]
+async fn postgres_routes_workspaces_to_profiles() {
+    workspaces_are_routed_by_the_platform_database(Kind::Postgres).await;
+}
+
+#[tokio::test]
+async fn mariadb_routes_workspaces_to_profiles() {
+    workspaces_are_routed_by_the_platform_database(Kind::MariaDb).await;
 }

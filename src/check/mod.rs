@@ -127,10 +127,19 @@ pub async fn run(mut config: Config, target: Target) -> Report {
         }
     };
     let (workspace, profiles) = match target {
-        Target::Workspace(ws) => {
-            let profile = gateway.profile_of(ws.as_str());
-            (ws, vec![profile])
-        }
+        Target::Workspace(ws) => match gateway.profile_of(ws.as_str()).await {
+            Ok(profile) => (ws, vec![profile]),
+            Err(e) => {
+                report.add(
+                    Mark::Fail,
+                    "find the workspace's profile",
+                    diagnose::gateway(&e),
+                );
+                shutdown.cancel();
+                while tasks.join_next().await.is_some() {}
+                return report;
+            }
+        },
         // `default` first, then the named ones.
         Target::All(ws) => (
             ws,

@@ -71,6 +71,10 @@ pub const DEFAULT_PROFILE: &str = "default";
 pub struct WorkspacesConfig {
     /// Workspace id → profile name; unlisted workspaces use the default profile (`[storage]`).
     pub profile: BTreeMap<String, String>,
+    /// The platform's database, asked for workspaces not listed in `profile`: its `query`
+    /// returns the profile name of the workspace bound by its one parameter (no row or `''`:
+    /// the default profile).
+    pub sql: Option<Box<SqlConfig>>,
 }
 
 /// `[limits]`: token buckets per gateway serial number and per token subject; 0 per minute
@@ -321,13 +325,14 @@ pub struct DevicesConfig {
     /// Gateway serial number → workspace id.
     pub bind: BTreeMap<String, String>,
     /// The platform's database, asked for gateways not listed in `bind`.
-    pub sql: Option<Box<SqlDevicesConfig>>,
+    pub sql: Option<Box<SqlConfig>>,
 }
 
-/// `[devices.sql]`: a query that maps a gateway serial number to a workspace id.
+/// `[devices.sql]` (a query that maps a gateway serial number to a workspace id) and
+/// `[workspaces.sql]` (a workspace id to a profile name).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub struct SqlDevicesConfig {
+pub struct SqlConfig {
     /// `postgres://…`, `mysql://…` or `mariadb://…`. Treated as a secret (it may hold a
     /// password): never logged.
     pub url: Option<Secret>,
@@ -336,9 +341,10 @@ pub struct SqlDevicesConfig {
     pub password: Option<Secret>,
     /// A file holding the password (alternative to `password`).
     pub password_file: Option<PathBuf>,
-    /// Returns the workspace id (text) of the gateway bound by the one parameter (`$1` on
-    /// PostgreSQL, `?` on MySQL/MariaDB); no row or `''` means not bound. Default: the DJI demo's
-    /// `manage_device` table.
+    /// Returns the answer (text) for the one parameter (`$1` on PostgreSQL, `?` on
+    /// MySQL/MariaDB); no row or `''` means none. `[devices.sql]`: the workspace id of a gateway,
+    /// by default from the DJI demo's `manage_device` table; `[workspaces.sql]`: the profile name
+    /// of a workspace (required).
     pub query: Option<String>,
     /// How long an answer is reused.
     #[serde(with = "duration")]
@@ -353,7 +359,7 @@ pub struct SqlDevicesConfig {
     pub max_connections: u32,
 }
 
-impl Default for SqlDevicesConfig {
+impl Default for SqlConfig {
     fn default() -> Self {
         Self {
             url: None,

@@ -427,6 +427,9 @@ fn duration_range(
 
 /// `[workspaces.profile]`: each workspace id valid, each profile one that exists.
 fn workspaces(c: &Config, p: &mut Problems) {
+    if let Some(sql) = &c.workspaces.sql {
+        sql_keys("workspaces.sql", sql, true, p);
+    }
     for (ws, profile) in &c.workspaces.profile {
         let key = format!("workspaces.profile.{ws}");
         if let Err(e) = WorkspaceId::parse(ws) {
@@ -463,36 +466,51 @@ fn devices(c: &Config, p: &mut Problems) {
         }
     }
     if let Some(sql) = &c.devices.sql {
-        match sql
-            .url
-            .as_ref()
-            .map(|u| super::sql::Dialect::of(u.expose()))
-        {
-            None => p.add("devices.sql.url", "is required when [devices.sql] is set"),
-            Some(Err(e)) => p.add("devices.sql.url", e.to_string()),
-            Some(Ok(_)) => {}
-        }
-        if sql.password.is_some() && sql.password_file.is_some() {
-            p.add(
-                "devices.sql.password",
-                "set either devices.sql.password or devices.sql.password_file, not both",
-            );
-        }
-        if sql.query.as_deref().is_some_and(|q| q.trim().is_empty()) {
-            p.add("devices.sql.query", "must not be empty");
-        }
-        if sql.timeout.is_zero() {
-            p.add("devices.sql.timeout", "must be more than 0s");
-        }
-        if sql.max_connections == 0 {
-            p.add("devices.sql.max_connections", "must be at least 1");
-        }
-        if sql.unbound_ttl > sql.cache_ttl {
-            p.add(
-                "devices.sql.unbound_ttl",
-                "must not be longer than devices.sql.cache_ttl",
-            );
-        }
+        sql_keys("devices.sql", sql, false, p);
+    }
+}
+
+/// The keys of `[devices.sql]` or `[workspaces.sql]` (`section`); `query` is required for the
+/// latter (no default query exists for it).
+fn sql_keys(section: &str, sql: &super::SqlConfig, query_required: bool, p: &mut Problems) {
+    let key = |k: &str| format!("{section}.{k}");
+    match sql
+        .url
+        .as_ref()
+        .map(|u| super::sql::Dialect::of(u.expose()))
+    {
+        None => p.add(key("url"), format!("is required when [{section}] is set")),
+        Some(Err(e)) => p.add(key("url"), e.to_string()),
+        Some(Ok(_)) => {}
+    }
+    if sql.password.is_some() && sql.password_file.is_some() {
+        p.add(
+            key("password"),
+            format!("set either {section}.password or {section}.password_file, not both"),
+        );
+    }
+    match sql.query.as_deref() {
+        Some(q) if q.trim().is_empty() => p.add(key("query"), "must not be empty"),
+        None if query_required => p.add(
+            key("query"),
+            format!(
+                "is required when [{section}] is set: a query returning the profile name of \
+                 the workspace id given as its one parameter"
+            ),
+        ),
+        _ => {}
+    }
+    if sql.timeout.is_zero() {
+        p.add(key("timeout"), "must be more than 0s");
+    }
+    if sql.max_connections == 0 {
+        p.add(key("max_connections"), "must be at least 1");
+    }
+    if sql.unbound_ttl > sql.cache_ttl {
+        p.add(
+            key("unbound_ttl"),
+            format!("must not be longer than {section}.cache_ttl"),
+        );
     }
 }
 

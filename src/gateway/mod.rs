@@ -10,6 +10,8 @@ mod limits;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, PoisonError, RwLock};
 
+use tokio::time::Instant;
+
 use arc_swap::ArcSwap;
 
 pub use error::Error;
@@ -45,6 +47,10 @@ struct Live {
     limits_config: crate::config::LimitsConfig,
     /// Where each credential handed out is recorded.
     audit: Audit,
+    /// `[workspaces.sql]`: the database asked for workspaces not in `routed`.
+    profile_sql: Option<(Arc<crate::registry::sql::SqlRegistry>, Fingerprint)>,
+    /// How long a route from that database is kept (its `unbound_ttl`).
+    sql_route_for: std::time::Duration,
     /// Every profile by name; `default` is `[storage]`.
     profiles: BTreeMap<Arc<str>, Arc<Profile>>,
     /// The profile of workspaces not routed elsewhere.
@@ -85,6 +91,8 @@ struct Route {
     profile: Arc<Profile>,
     /// The audit log of the snapshot it was resolved in.
     audit: Audit,
+    /// When it must be looked up again (a route from `[workspaces.sql]`); `None`: never.
+    until: Option<Instant>,
 }
 
 /// A profile's credential source, as built from its settings and secrets.
@@ -320,6 +328,21 @@ impl Gateway {
             live.registry.probe().await?;
             changes.push("device database changed".to_owned());
         }
+        let same =
+            |a: &Option<(Arc<crate::registry::sql::SqlRegistry>, Fingerprint)>,
+             b: &Option<(Arc<crate::registry::sql::SqlRegistry>, Fingerprint)>| {
+                match (a, b) {
+                    (Some((a, _)), Some((b, _))) => Arc::ptr_eq(a, b),
+                    (None, None) => true,
+                    _ => false,
+                }
+            };
+        if !same(&live.profile_sql, &old.profile_sql) {
+            if let Some((sql, _)) = &live.profile_sql {
+                Box::pin(sql.probe()).await?;
+            }
+            changes.push("workspace database changed".to_owned());
+        }
         self.live.store(Arc::new(live));
         Ok(changes)
     }
@@ -344,7 +367,12 @@ impl Gateway {
             Request::Pilot { workspace, .. } => {
                 let live = self.live.load();
                 live.admit(bucket, requester.front())?;
-                live.route(workspace)?
+                if live.profile_sql.is_none() {
+                    live.route(workspace)?
+                } else {
+                    let live = arc_swap::Guard::into_inner(live);
+                    live.resolve(workspace).await?
+                }
             }
             Request::Dock { sn } => {
                 let live = self.live.load_full();
@@ -354,7 +382,7 @@ impl Gateway {
                     .workspace_of(sn)
                     .await?
                     .ok_or_else(|| Error::DeviceNotBound { sn: sn.to_owned() })?;
-                live.route(workspace.as_str())?
+                live.resolve(workspace.as_str()).await?
             }
         };
         let issued = self.issue(route).await?;
@@ -373,7 +401,8 @@ impl Gateway {
     /// The storage configuration for a workspace already resolved, with no rate limit, audit or
     /// request count: for `stsgate check` and benchmarks, not for the fronts.
     pub async fn for_workspace(&self, workspace: WorkspaceId) -> Result<Issued, Error> {
-        let route = self.live.load().route(workspace.as_str())?;
+        let live = self.live.load_full();
+        let route = live.resolve(workspace.as_str()).await?;
         self.issue(route).await
     }
 
@@ -387,12 +416,7 @@ impl Gateway {
         let route = {
             let live = self.live.load();
             let profile = live.profiles.get(profile)?.clone();
-            Arc::new(Route {
-                scope: profile.scope(&workspace),
-                workspace,
-                profile,
-                audit: live.audit.clone(),
-            })
+            live.new_route(workspace, profile, None)
         };
         Some(self.issue(route).await)
     }
@@ -407,9 +431,10 @@ impl Gateway {
             .collect()
     }
 
-    /// The profile workspace `id` is routed to.
-    pub fn profile_of(&self, id: &str) -> String {
-        self.live.load().profile_of(id).name.to_string()
+    /// The profile workspace `id` is routed to (asking `[workspaces.sql]` if need be).
+    pub async fn profile_of(&self, id: &str) -> Result<String, Error> {
+        let live = self.live.load_full();
+        Ok(live.resolve(id).await?.profile.name.to_string())
     }
 
     /// The credential for a resolved workspace, from the cache.
@@ -421,7 +446,11 @@ impl Gateway {
     /// Checks the device registry's database query once (start-up).
     pub async fn probe_registry(&self) -> Result<(), crate::registry::ProbeError> {
         let live = self.live.load_full();
-        live.registry.probe().await
+        live.registry.probe().await?;
+        match &live.profile_sql {
+            Some((sql, _)) => Box::pin(sql.probe()).await,
+            None => Ok(()),
+        }
     }
 
     /// The audit log credentials are recorded in now.
@@ -520,6 +549,16 @@ impl Live {
                 Arc::new(Limits::new(&config.limits))
             }
         };
+        let profile_sql = crate::registry::sql::open(
+            crate::registry::sql::Kind::Workspaces,
+            config.workspaces.sql.as_deref(),
+            old.and_then(|o| o.profile_sql.as_ref()),
+        )?;
+        let sql_route_for = config
+            .workspaces
+            .sql
+            .as_ref()
+            .map_or(std::time::Duration::ZERO, |s| s.unbound_ttl);
         let registry = Registry::reloaded(
             &config.devices,
             config.default_workspace(),
@@ -535,6 +574,8 @@ impl Live {
                 default,
                 routed,
                 routes: RwLock::default(),
+                profile_sql,
+                sql_route_for,
             },
             changes,
         ))
@@ -548,35 +589,95 @@ impl Live {
         })
     }
 
-    /// The profile workspace `id` is routed to: `[workspaces.profile]`, else the default.
+    /// The profile `[workspaces.profile]` routes workspace `id` to, else the default.
     fn profile_of(&self, id: &str) -> &Arc<Profile> {
         self.routed.get(id).unwrap_or(&self.default)
     }
 
-    /// The workspace `id` resolved: as kept from an earlier request, else validated, routed and
-    /// scoped now (and kept, up to [`MAX_ROUTES`] workspaces).
-    fn route(&self, id: &str) -> Result<Arc<Route>, WorkspaceError> {
+    /// The route kept for workspace `id`, unless it was looked up in `[workspaces.sql]` and its
+    /// time is up.
+    fn kept(&self, id: &str) -> Option<Arc<Route>> {
         let routes = self.routes.read().unwrap_or_else(PoisonError::into_inner);
-        if let Some(route) = routes.get(id) {
-            return Ok(route.clone());
+        let route = routes.get(id)?;
+        match route.until {
+            Some(until) if Instant::now() >= until => None,
+            _ => Some(route.clone()),
         }
-        let full = routes.len() >= MAX_ROUTES;
-        drop(routes);
-        let workspace = WorkspaceId::parse(id)?;
-        let profile = self.profile_of(id).clone();
-        let route = Arc::new(Route {
+    }
+
+    /// Keeps `route` for workspace `id` (replacing one whose time is up), while fewer than
+    /// [`MAX_ROUTES`] are kept.
+    fn keep(&self, id: &str, route: &Arc<Route>) {
+        let mut routes = self.routes.write().unwrap_or_else(PoisonError::into_inner);
+        if routes.len() < MAX_ROUTES || routes.contains_key(id) {
+            routes.insert(id.into(), route.clone());
+        }
+    }
+
+    fn new_route(
+        &self,
+        workspace: WorkspaceId,
+        profile: Arc<Profile>,
+        until: Option<Instant>,
+    ) -> Arc<Route> {
+        Arc::new(Route {
             scope: profile.scope(&workspace),
             workspace,
             profile,
             audit: self.audit.clone(),
-        });
-        if !full {
-            self.routes
-                .write()
-                .unwrap_or_else(PoisonError::into_inner)
-                .entry(id.into())
-                .or_insert_with(|| route.clone());
+            until,
+        })
+    }
+
+    /// The workspace `id` resolved without the database (none is configured, or `id` is in
+    /// `[workspaces.profile]`): as kept from an earlier request, else validated, routed and
+    /// scoped now, and kept.
+    fn route(&self, id: &str) -> Result<Arc<Route>, WorkspaceError> {
+        if let Some(route) = self.kept(id) {
+            return Ok(route);
         }
+        let workspace = WorkspaceId::parse(id)?;
+        let route = self.new_route(workspace, self.profile_of(id).clone(), None);
+        self.keep(id, &route);
+        Ok(route)
+    }
+
+    /// The workspace `id` resolved in order: `[workspaces.profile]`, then `[workspaces.sql]`,
+    /// then the default profile. A database that cannot answer (and has no recent answer) is an
+    /// error, never a fall-through to the default: a workspace of one customer must not get
+    /// another's storage. A route from the database is kept for its `unbound_ttl`, then asked
+    /// again (through the registry's own cache of answers).
+    async fn resolve(&self, id: &str) -> Result<Arc<Route>, Error> {
+        let Some((sql, _)) = self
+            .profile_sql
+            .as_ref()
+            .filter(|_| !self.routed.contains_key(id))
+        else {
+            return Ok(self.route(id)?);
+        };
+        if let Some(route) = self.kept(id) {
+            return Ok(route);
+        }
+        let workspace = WorkspaceId::parse(id)?;
+        let profile = match Box::pin(sql.lookup(id)).await? {
+            None => self.default.clone(),
+            Some(name) => match self.profiles.get(name.as_str()) {
+                Some(profile) => profile.clone(),
+                None => {
+                    tracing::error!(workspace = id, profile = %name, "workspaces.sql answered a profile that does not exist");
+                    return Err(Error::Registry(crate::registry::LookupError::Unusable {
+                        kind: crate::registry::sql::Kind::Workspaces,
+                        key: id.to_owned(),
+                    }));
+                }
+            },
+        };
+        let route = self.new_route(
+            workspace,
+            profile,
+            Some(Instant::now() + self.sql_route_for),
+        );
+        self.keep(id, &route);
         Ok(route)
     }
 }
@@ -779,8 +880,8 @@ mod tests {
         assert_eq!((a.profile(), a.access_key_id()), ("a", "AK-a-ws-a"));
         let other = gateway.credentials(pilot("ws-b")).await.expect("default");
         assert_eq!(other.profile(), "default");
-        assert_eq!(gateway.profile_of("ws-a"), "a");
-        assert_eq!(gateway.profile_of("ws-b"), "default");
+        assert_eq!(gateway.profile_of("ws-a").await.expect("routed"), "a");
+        assert_eq!(gateway.profile_of("ws-b").await.expect("routed"), "default");
         let twin = gateway
             .for_profile("twin", WorkspaceId::parse("ws-a").expect("id"))
             .await

@@ -53,29 +53,11 @@ impl Registry {
             .filter_map(|(sn, ws)| Some((sn.to_ascii_uppercase(), WorkspaceId::parse(ws).ok()?)))
             .collect();
         let default = default_workspace.and_then(|ws| WorkspaceId::parse(ws).ok());
-        let sql = match &devices.sql {
-            Some(config) => {
-                let password = match (&config.password, &config.password_file) {
-                    (Some(p), _) => Some(p.clone()),
-                    (None, Some(path)) => {
-                        Some(crate::auth::read_secret_file(path).map_err(|source| {
-                            SetupError::PasswordFile {
-                                path: path.clone(),
-                                source,
-                            }
-                        })?)
-                    }
-                    (None, None) => None,
-                };
-                let print =
-                    crate::secret::fingerprint(config, &[config.url.as_ref(), password.as_ref()]);
-                match old.and_then(|old| old.sql.as_ref()) {
-                    Some((sql, old_print)) if *old_print == print => Some((sql.clone(), print)),
-                    _ => Some((Arc::new(sql::SqlRegistry::new(config, password)?), print)),
-                }
-            }
-            None => None,
-        };
+        let sql = sql::open(
+            sql::Kind::Devices,
+            devices.sql.as_deref(),
+            old.and_then(|o| o.sql.as_ref()),
+        )?;
         Ok(Self { bind, sql, default })
     }
 
@@ -103,7 +85,7 @@ impl Registry {
         }
         if let Some((sql, _)) = &self.sql
             // Boxed: the driver's future is large, and most requests never need it.
-            && let Some(ws) = Box::pin(sql.workspace_of(sn)).await?
+            && let Some(ws) = Box::pin(sql.lookup(sn)).await?
         {
             return Ok(Some(ws));
         }

@@ -1,7 +1,11 @@
-//! The SQL device registry: the platform's own database (PostgreSQL or MySQL/MariaDB, through
-//! `sqlx`) answers which workspace a gateway belongs to. Answers are cached for a short time;
-//! while the database is unavailable, gateways it answered for before keep being served from the
-//! cache and the others get a clear "unavailable" error, never a guess.
+//! An SQL registry: the platform's own database (PostgreSQL or MySQL/MariaDB, through `sqlx`)
+//! answers which workspace a gateway belongs to (`[devices.sql]`), or which storage profile a
+//! workspace uses (`[workspaces.sql]`). Answers are cached for a short time; while the database
+//! is unavailable, keys it answered for before keep being served from the cache and the others
+//! get a clear "unavailable" error, never a guess. Both answers are identifiers of the same
+//! syntax (a profile name is a workspace id in lower case), so one validated type carries them.
+
+use std::sync::Arc;
 
 use std::str::FromStr;
 use std::sync::Mutex;
@@ -12,26 +16,37 @@ use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
 use super::cache::{Answers, Cached};
-use crate::config::SqlDevicesConfig;
+use crate::config::SqlConfig;
 use crate::config::sql::Dialect;
 use crate::domain::WorkspaceId;
 use crate::secret::Secret;
 
+/// Which registry: its configuration section and what it maps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// `[devices.sql]`: gateway serial number → workspace id.
+    Devices,
+    /// `[workspaces.sql]`: workspace id → profile name.
+    Workspaces,
+}
+
 /// Why the SQL registry could not be built; each names the setting at fault.
 #[derive(Debug, thiserror::Error)]
 pub enum SetupError {
-    /// `[devices.sql]` without a URL.
-    #[error("devices.sql.url is required when [devices.sql] is set")]
-    NoUrl,
+    /// A section without a URL.
+    #[error("{0}.url is required when [{0}] is set")]
+    NoUrl(&'static str),
     /// A URL of no known database.
-    #[error("devices.sql.url {0}")]
-    Scheme(#[from] crate::config::sql::UnknownScheme),
+    #[error("{0}.url {1}")]
+    Scheme(&'static str, crate::config::sql::UnknownScheme),
     /// A URL the driver refuses.
-    #[error("devices.sql.url cannot be used: {0}")]
-    Url(sqlx::Error),
-    /// `devices.sql.password_file` unreadable or empty.
-    #[error("devices.sql.password_file {}: {source}", path.display())]
+    #[error("{0}.url cannot be used: {1}")]
+    Url(&'static str, sqlx::Error),
+    /// `password_file` unreadable or empty.
+    #[error("{section}.password_file {}: {source}", path.display())]
     PasswordFile {
+        /// `devices.sql` or `workspaces.sql`.
+        section: &'static str,
         /// The file.
         path: std::path::PathBuf,
         /// Why.
@@ -39,33 +54,72 @@ pub enum SetupError {
     },
 }
 
-/// The database refused `devices.sql.query` at start-up.
+/// The database refused the registry's query.
 #[derive(Debug, thiserror::Error)]
-#[error("devices.sql.query fails on {database}: {reason}")]
+#[error("{section}.query fails on {database}: {reason}")]
 pub struct ProbeError {
+    /// `devices.sql` or `workspaces.sql`.
+    pub section: &'static str,
     /// The database URL without its password.
     pub database: String,
     /// What the database said.
     pub reason: String,
 }
 
-/// Why a gateway's workspace could not be looked up.
+/// Why a gateway's workspace, or a workspace's profile, could not be looked up.
 #[derive(Clone, Debug, thiserror::Error)]
 pub enum LookupError {
     /// The database did not answer (down, unreachable, too slow).
     #[error(
-        "the device registry is unavailable and has no recent answer for gateway {sn}; try again later"
+        "the {} registry is unavailable and has no recent answer for {}; try again later", .kind.registry(), .kind.subject(.key)
     )]
     Unavailable {
-        /// The serial number.
-        sn: String,
+        /// Which registry.
+        kind: Kind,
+        /// The serial number or workspace id.
+        key: String,
     },
-    /// The database answered, but not with a usable workspace id (a query or data problem).
-    #[error("the device registry has no usable workspace for gateway {sn}; see the service log")]
+    /// The database answered, but not with a usable answer (a query or data problem).
+    #[error("the {} registry has no usable {} for {}; see the service log", .kind.registry(), .kind.answer(), .kind.subject(.key))]
     Unusable {
-        /// The serial number.
-        sn: String,
+        /// Which registry.
+        kind: Kind,
+        /// The serial number or workspace id.
+        key: String,
     },
+}
+
+// === impl Kind ===
+
+impl Kind {
+    /// The configuration section.
+    pub const fn section(self) -> &'static str {
+        match self {
+            Self::Devices => "devices.sql",
+            Self::Workspaces => "workspaces.sql",
+        }
+    }
+
+    const fn registry(self) -> &'static str {
+        match self {
+            Self::Devices => "device",
+            Self::Workspaces => "workspace",
+        }
+    }
+
+    const fn answer(self) -> &'static str {
+        match self {
+            Self::Devices => "workspace",
+            Self::Workspaces => "storage profile",
+        }
+    }
+
+    fn subject(self, key: &str) -> String {
+        match self {
+            Self::Devices => format!("gateway {key}"),
+            Self::Workspaces => format!("workspace {key}"),
+        }
+    }
 }
 
 /// A connection pool of either kind.
@@ -78,6 +132,7 @@ enum Pool {
 /// The SQL registry with its cache.
 #[derive(Debug)]
 pub struct SqlRegistry {
+    kind: Kind,
     pool: Pool,
     query: String,
     timeout: Duration,
@@ -99,10 +154,15 @@ enum Failure {
 
 impl SqlRegistry {
     /// Builds the pool (connections are opened on first use) from validated config.
-    pub fn new(config: &SqlDevicesConfig, password: Option<Secret>) -> Result<Self, SetupError> {
-        let url = config.url.as_ref().ok_or(SetupError::NoUrl)?;
-        let dialect = Dialect::of(url.expose())?;
-        let bad_url = SetupError::Url;
+    pub fn new(
+        kind: Kind,
+        config: &SqlConfig,
+        password: Option<Secret>,
+    ) -> Result<Self, SetupError> {
+        let section = kind.section();
+        let url = config.url.as_ref().ok_or(SetupError::NoUrl(section))?;
+        let dialect = Dialect::of(url.expose()).map_err(|e| SetupError::Scheme(section, e))?;
+        let bad_url = |e| SetupError::Url(section, e);
         let pool = match dialect {
             Dialect::Postgres => {
                 let mut options = PgConnectOptions::from_str(url.expose())
@@ -133,7 +193,9 @@ impl SqlRegistry {
             }
         };
         Ok(Self {
+            kind,
             pool,
+            // (Validation requires a query of [workspaces.sql].)
             query: config
                 .query
                 .clone()
@@ -150,22 +212,24 @@ impl SqlRegistry {
     pub async fn probe(&self) -> Result<(), ProbeError> {
         match self.fetch("").await {
             Ok(_) => {
-                tracing::info!(database = %self.shown, "device registry database reachable");
+                tracing::info!(database = %self.shown, section = self.kind.section(), "registry database reachable");
                 Ok(())
             }
             Err(Failure::Query(reason)) => Err(ProbeError {
+                section: self.kind.section(),
                 database: self.shown.clone(),
                 reason,
             }),
             Err(Failure::Unavailable(e)) => {
-                tracing::warn!(database = %self.shown, error = %e, "device registry database unavailable at start-up; will retry on each lookup");
+                tracing::warn!(database = %self.shown, section = self.kind.section(), error = %e, "registry database unavailable; will retry on each lookup");
                 Ok(())
             }
         }
     }
 
-    /// The workspace of gateway `sn`: `Ok(None)` when the database says it is not bound.
-    pub async fn workspace_of(&self, sn: &str) -> Result<Option<WorkspaceId>, LookupError> {
+    /// The answer for `sn` (a gateway's workspace, a workspace's profile): `Ok(None)` when the
+    /// database has none.
+    pub async fn lookup(&self, sn: &str) -> Result<Option<WorkspaceId>, LookupError> {
         let cached = self.cached(sn);
         if let Cached::Fresh(workspace) = cached {
             metrics::counter!("stsgate_registry_lookups_total", "outcome" => "cached").increment(1);
@@ -192,15 +256,16 @@ impl SqlRegistry {
             return Ok(Some(workspace));
         }
         metrics::counter!("stsgate_registry_lookups_total", "outcome" => "failed").increment(1);
-        let sn = sn.to_owned();
+        let (kind, key) = (self.kind, sn.to_owned());
+        let section = kind.section();
         match failure {
             Failure::Unavailable(e) => {
-                tracing::warn!(sn, database = %self.shown, error = %e, "device registry unavailable");
-                Err(LookupError::Unavailable { sn })
+                tracing::warn!(key, section, database = %self.shown, error = %e, "registry database unavailable");
+                Err(LookupError::Unavailable { kind, key })
             }
             Failure::Query(e) => {
-                tracing::error!(sn, database = %self.shown, error = %e, "device registry query failed (check devices.sql.query)");
-                Err(LookupError::Unusable { sn })
+                tracing::error!(key, section, database = %self.shown, error = %e, "registry query failed (check {section}.query)");
+                Err(LookupError::Unusable { kind, key })
             }
         }
     }
@@ -240,6 +305,35 @@ impl SqlRegistry {
             ))),
         }
     }
+}
+
+/// The registry of `config` (`None`: none configured), its password read from the file when
+/// given; `old`'s when its settings and password are the same, so that its pool and answers
+/// live on across a reload.
+pub fn open(
+    kind: Kind,
+    config: Option<&SqlConfig>,
+    old: Option<&(Arc<SqlRegistry>, crate::secret::Fingerprint)>,
+) -> Result<Option<(Arc<SqlRegistry>, crate::secret::Fingerprint)>, SetupError> {
+    let Some(config) = config else {
+        return Ok(None);
+    };
+    let password = match (&config.password, &config.password_file) {
+        (Some(p), _) => Some(p.clone()),
+        (None, Some(path)) => Some(crate::auth::read_secret_file(path).map_err(|source| {
+            SetupError::PasswordFile {
+                section: kind.section(),
+                path: path.clone(),
+                source,
+            }
+        })?),
+        (None, None) => None,
+    };
+    let print = crate::secret::fingerprint(config, &[config.url.as_ref(), password.as_ref()]);
+    Ok(Some(match old {
+        Some((sql, old_print)) if *old_print == print => (sql.clone(), print),
+        _ => (Arc::new(SqlRegistry::new(kind, config, password)?), print),
+    }))
 }
 
 /// No row, NULL or `''` means not bound.

@@ -40,6 +40,7 @@ const SECRET_KEYS: &[&str] = &[
     "auth.jwt_secret",
     "mqtt.password",
     "devices.sql.password",
+    "workspaces.sql.password",
     "storage.secret_access_key",
     "storage.local.admin_secret_key",
 ];

@@ -72,6 +72,14 @@ const EXAMPLES: &[(&str, &str)] = &[
         "devices.sql.url",
         "\"postgres://stsgate@db.example.com/platform\"",
     ),
+    (
+        "workspaces.sql.url",
+        "\"postgres://stsgate@db.example.com/platform\"",
+    ),
+    (
+        "workspaces.sql.query",
+        "\"SELECT storage_profile FROM workspace WHERE workspace_id = $1\"",
+    ),
 ];
 
 // === impl Origins ===

@@ -563,3 +563,23 @@ fn a_profile_needs_its_secret_with_its_key_and_may_not_carry_the_store() {
         "{err}"
     );
 }
+
+#[test]
+fn workspaces_sql_needs_its_url_and_query_and_keeps_its_password_out_of_the_file() {
+    let f = toml_file("[workspaces.sql]\npassword = \"file-secret-value\"\nunbound_ttl = \"2m\"\n");
+    let err = load(&Sources {
+        file: Some(f.path().to_path_buf()),
+        ..Sources::default()
+    })
+    .expect_err("refused")
+    .to_string();
+    for says in [
+        "workspaces.sql.url: is required when [workspaces.sql] is set",
+        "workspaces.sql.query: is required when [workspaces.sql] is set",
+        "workspaces.sql.password: is a secret",
+        "workspaces.sql.unbound_ttl: must not be longer than workspaces.sql.cache_ttl",
+    ] {
+        assert!(err.contains(says), "{says} in\n{err}");
+    }
+    assert!(!err.contains("file-secret-value"), "{err}");
+}
