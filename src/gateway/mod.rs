@@ -743,6 +743,18 @@ mod tests {
     use crate::issuer::{Credential, IssueRequest, Issuer};
     use crate::secret::Secret;
 
+    /// One issuer behind several handles, so that a test can count its calls.
+    #[async_trait]
+    impl<T: Issuer> Issuer for Arc<T> {
+        fn kind(&self) -> ProviderKind {
+            (**self).kind()
+        }
+
+        async fn issue(&self, request: &IssueRequest) -> Result<Credential, crate::issuer::Error> {
+            (**self).issue(request).await
+        }
+    }
+
     /// Hands out a credential named after the prefix it was asked for.
     struct Named;
 
@@ -850,24 +862,11 @@ mod tests {
             .into_iter()
             .map(|n| (n.to_owned(), Arc::new(Tagged(n, Default::default()))))
             .collect();
-        struct Shared(Arc<Tagged>);
-        #[async_trait]
-        impl Issuer for Shared {
-            fn kind(&self) -> ProviderKind {
-                self.0.kind()
-            }
-            async fn issue(
-                &self,
-                request: &IssueRequest,
-            ) -> Result<Credential, crate::issuer::Error> {
-                self.0.issue(request).await
-            }
-        }
         let handles = issuers
             .iter()
             .map(|(n, i)| {
                 let sourced = Sourced {
-                    issuer: IssuerHandle::new(Shared(i.clone())),
+                    issuer: IssuerHandle::new(i.clone()),
                     fingerprint: [0; 32],
                 };
                 (n.clone(), sourced)
@@ -899,5 +898,76 @@ mod tests {
                 .is_none()
         );
         assert_eq!(gateway.profiles(), ["a", "default", "twin"]);
+    }
+
+    /// Hands out credentials after a pause, counting its calls: requests pile up on one flight.
+    struct Slow(std::sync::atomic::AtomicUsize);
+
+    #[async_trait]
+    impl Issuer for Slow {
+        fn kind(&self) -> ProviderKind {
+            ProviderKind::Minio
+        }
+
+        async fn issue(&self, request: &IssueRequest) -> Result<Credential, crate::issuer::Error> {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            Ok(Credential {
+                access_key_id: format!("AK-{}", request.scope.prefix),
+                secret_access_key: Secret::new("secret"),
+                session_token: Secret::new("token"),
+                expiration: SystemTime::now() + Duration::from_secs(3600),
+            })
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_herd_makes_one_upstream_call_per_profile_and_scope() {
+        let mut config = Config::default();
+        config
+            .profiles
+            .insert("a".to_owned(), config.storage.clone());
+        config
+            .workspaces
+            .profile
+            .insert("ws-a".to_owned(), "a".to_owned());
+        let counters: BTreeMap<&str, Arc<Slow>> = ["default", "a"]
+            .into_iter()
+            .map(|n| (n, Arc::new(Slow(Default::default()))))
+            .collect();
+        let sources = counters
+            .iter()
+            .map(|(n, c)| {
+                let sourced = Sourced {
+                    issuer: IssuerHandle::new(c.clone()),
+                    fingerprint: [0; 32],
+                };
+                ((*n).to_owned(), sourced)
+            })
+            .collect();
+        let mut limits = config.limits.clone();
+        limits.subject_per_minute = 0;
+        config.limits = limits;
+        let gateway = Arc::new(Gateway::new(&config, sources, Audit::default()).expect("gateway"));
+        let mut herd = tokio::task::JoinSet::new();
+        for i in 0..1_000 {
+            let gateway = gateway.clone();
+            herd.spawn(async move {
+                let workspace = ["ws-a", "ws-b"][i % 2];
+                let issued = gateway.credentials(pilot(workspace)).await.expect("issued");
+                (
+                    workspace,
+                    issued.access_key_id().to_owned(),
+                    issued.profile().to_owned(),
+                )
+            });
+        }
+        while let Some(answer) = herd.join_next().await {
+            let (workspace, key, profile) = answer.expect("answered");
+            assert_eq!(key, format!("AK-{workspace}"));
+            assert_eq!(profile, if workspace == "ws-a" { "a" } else { "default" });
+        }
+        let calls = |n: &str| counters[n].0.load(std::sync::atomic::Ordering::Relaxed);
+        assert_eq!((calls("a"), calls("default")), (1, 1));
     }
 }
