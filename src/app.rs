@@ -311,7 +311,8 @@ impl Service {
 
     /// Reads the configuration again from `sources` (the file, every `*_file` secret; the
     /// environment and flags as they were at start) and applies what can change while running:
-    /// storage profiles, `[workspaces.profile]`, `[devices]`, `[limits]` and `audit.path`. The
+    /// storage profiles, `[workspaces.profile]`, `[devices]`, `[limits]`, `audit.path` and
+    /// `log.filter` (unless `RUST_LOG` overrides it, see `telemetry::filter`). The
     /// audit file is opened again either way (a log rotator's SIGHUP). A configuration that does
     /// not validate, or asks for what only a restart can do (the embedded store's own profile
     /// added, removed or moved to another bucket), is rejected whole: the service keeps the
@@ -320,11 +321,20 @@ impl Service {
     /// log.
     pub async fn reload(&self, sources: &crate::config::Sources) -> Result<Changes, ReloadError> {
         let mut loaded = self.loaded.lock().await;
-        let result = self.apply(&loaded, sources).await;
-        let restart = match &result {
-            Ok((new, _)) => needs_restart(&loaded, new),
-            Err(_) => Vec::new(),
-        };
+        let mut result = self.apply(&loaded, sources).await;
+        let mut restart = Vec::new();
+        if let Ok((new, changes)) = &mut result {
+            restart = needs_restart(&loaded, new);
+            if new.log.filter != loaded.log.filter {
+                match crate::telemetry::filter::set(&new.log.filter) {
+                    Ok(()) => changes.push(format!("log.filter: now {}", new.log.filter)),
+                    Err(why) => {
+                        tracing::warn!(reason = %why, "the new log.filter is not applied");
+                        restart.push("log.filter");
+                    }
+                }
+            }
+        }
         let label = match &result {
             Ok((_, changes)) => {
                 for key in &restart {
@@ -479,47 +489,23 @@ pub enum ReloadError {
     },
 }
 
-/// The settings read at start only that differ between `old` and `new`, by key.
+/// The settings read at start only that differ between `old` and `new`, by key. (`log.filter`
+/// is applied by the reload itself, where the running filter can take it.)
 fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
-    let differ = |a: serde_json::Result<serde_json::Value>,
-                  b: serde_json::Result<serde_json::Value>| { a.ok() != b.ok() };
-    let mut keys = Vec::new();
-    let mut check = |key, a, b| {
-        if differ(a, b) {
-            keys.push(key);
-        }
-    };
-    check(
-        "data_dir",
-        serde_json::to_value(&old.data_dir),
-        serde_json::to_value(&new.data_dir),
-    );
-    check(
-        "http",
-        serde_json::to_value(&old.http),
-        serde_json::to_value(&new.http),
-    );
-    check(
-        "mqtt",
-        serde_json::to_value(&old.mqtt),
-        serde_json::to_value(&new.mqtt),
-    );
-    check(
-        "auth",
-        serde_json::to_value(&old.auth),
-        serde_json::to_value(&new.auth),
-    );
-    check(
-        "storage.local",
-        serde_json::to_value(&old.storage.local),
-        serde_json::to_value(&new.storage.local),
-    );
-    check(
-        "log",
-        serde_json::to_value(&old.log),
-        serde_json::to_value(&new.log),
-    );
-    keys
+    type Part = fn(&Config) -> serde_json::Result<serde_json::Value>;
+    let parts: [(&'static str, Part); 6] = [
+        ("data_dir", |c| serde_json::to_value(&c.data_dir)),
+        ("http", |c| serde_json::to_value(&c.http)),
+        ("mqtt", |c| serde_json::to_value(&c.mqtt)),
+        ("auth", |c| serde_json::to_value(&c.auth)),
+        ("storage.local", |c| serde_json::to_value(&c.storage.local)),
+        ("log.format", |c| serde_json::to_value(c.log.format)),
+    ];
+    parts
+        .into_iter()
+        .filter(|(_, part)| part(old).ok() != part(new).ok())
+        .map(|(key, _)| key)
+        .collect()
 }
 
 /// Each listener's connection cap: the configured ones, scaled to the descriptor limit.

@@ -44,6 +44,17 @@ pub fn validate(config: &Config) -> Vec<Problem> {
     storage(config, &mut p);
     workspaces(config, &mut p);
     devices(config, &mut p);
+    if config.log.filter.trim().is_empty() {
+        p.add(
+            "log.filter",
+            "is empty (it would log nothing); e.g. \"info\"",
+        );
+    } else if let Err(why) = tracing_subscriber::EnvFilter::try_new(&config.log.filter) {
+        p.add(
+            "log.filter",
+            format!("is not a filter ({why}); e.g. \"info\" or \"stsgate=debug,info\""),
+        );
+    }
     p.0
 }
 

@@ -8,6 +8,7 @@
 
 pub mod audit;
 pub mod context;
+pub mod filter;
 pub mod handout;
 mod line;
 pub mod metrics;
@@ -20,18 +21,12 @@ use std::io::IsTerminal;
 use std::sync::OnceLock;
 
 use tracing::{Level, Metadata};
-use tracing_subscriber::EnvFilter;
 use tracing_subscriber::Layer;
-use tracing_subscriber::filter::Targets;
 use tracing_subscriber::filter::{FilterFn, filter_fn};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
 use crate::config::{LogConfig, LogFormat};
-
-/// Crates whose chatter is held back unless asked for; the service's own session logs say what
-/// matters.
-const QUIET: &str = "rumqttc=warn";
 
 /// The installed writer, for the count of lines it dropped.
 static WRITER: OnceLock<writer::BatchWriter> = OnceLock::new();
@@ -44,22 +39,14 @@ pub struct LogGuard {
 }
 
 /// Installs the global subscriber. `RUST_LOG` overrides `log.filter`, within
-/// [`only_our_own_detail`]. Safe to call twice (the second call changes nothing). Fails only
-/// when the writer thread cannot be started.
+/// [`only_our_own_detail`]; a reload replaces `log.filter` ([`filter::set`]). Safe to call twice
+/// (the second call changes nothing). Fails only when the writer thread cannot be started.
 pub fn init_logging(config: &LogConfig) -> std::io::Result<LogGuard> {
-    let directives =
-        std::env::var("RUST_LOG").unwrap_or_else(|_| format!("{},{QUIET}", config.filter));
     // Plain `target=level` lists go to `Targets`, which decides once per call site; `EnvFilter`
     // only for span and field directives (`target[span{field=value}]=level`), since it takes a
     // lock on every span enter, exit and close, and the HTTP front enters its request span on
     // every poll: with the per-layer filter it was a fifth of a cache hit at info (BENCHMARKS.md).
-    let (targets, dynamic) = match directives.parse::<Targets>() {
-        Ok(targets) => (Some(targets), None),
-        Err(_) => (
-            None,
-            Some(EnvFilter::try_new(&directives).unwrap_or_else(|_| EnvFilter::new("info"))),
-        ),
-    };
+    let filters = filter::Filters::new(&config.filter);
     let (writer, guard) = writer::spawn(std::io::stderr())?;
     let colours = std::io::stderr().is_terminal();
     // A request's id and its other context come from `context`, not from a span (see there).
@@ -77,14 +64,16 @@ pub fn init_logging(config: &LogConfig) -> std::io::Result<LogGuard> {
             .event_format(line::Json)
             .boxed(),
     };
+    // `EnvFilter` first: its reload handle is typed by the subscriber beneath it.
     let installed = tracing_subscriber::registry()
-        .with(targets)
-        .with(dynamic)
+        .with(filters.env)
+        .with(filters.targets)
         .with(only_our_own_detail())
         .with(fmt)
         .try_init()
         .is_ok();
     if installed {
+        filters.installed.commit();
         let _ = WRITER.set(writer);
         Ok(LogGuard {
             _writer: Some(guard),

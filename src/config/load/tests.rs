@@ -583,3 +583,30 @@ fn workspaces_sql_needs_its_url_and_query_and_keeps_its_password_out_of_the_file
     }
     assert!(!err.contains("file-secret-value"), "{err}");
 }
+
+#[test]
+fn a_log_filter_that_logs_nothing_or_does_not_parse_is_refused() {
+    for (filter, said) in [
+        ("", "is empty"),
+        ("stsgate=loud", "is not a filter"),
+        ("info,stsgate[request{id=}=debug", "is not a filter"),
+    ] {
+        let err = load(&Sources {
+            env: env(&[("STSGATE_LOG__FILTER", filter)]),
+            ..Sources::default()
+        })
+        .expect_err(filter)
+        .to_string();
+        assert!(
+            err.contains("log.filter") && err.contains(said),
+            "{filter}: {err}"
+        );
+    }
+    for filter in ["info", "stsgate=debug,info", "info,stsgate[request]=debug"] {
+        let c = load(&Sources {
+            env: env(&[("STSGATE_LOG__FILTER", filter)]),
+            ..Sources::default()
+        });
+        assert!(c.is_ok(), "{filter}: {c:?}");
+    }
+}
