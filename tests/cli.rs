@@ -976,193 +976,164 @@ async fn sighup_reads_the_configuration_again_and_a_broken_file_changes_nothing(
     }
 }
 
+/// Waits at most 10 s for `n` lines of the service's log holding `needle`.
+async fn logged_times(log: &Path, needle: &str, n: usize) {
+    let seen = async {
+        while count_logged(log, needle) < n {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), seen)
+        .await
+        .unwrap_or_else(|_| panic!("{n} lines of `{needle}` are logged"));
+}
+
+/// How many times `needle` is in the service's log so far.
+fn count_logged(log: &Path, needle: &str) -> usize {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .matches(needle)
+        .count()
+}
+
+/// One pilot request for workspace `ws-1`, which must be answered with credentials.
+async fn pilot_answered(served: &Served, token: &str) {
+    let response = reqwest::Client::new()
+        .post(format!(
+            "http://{}/storage/api/v1/workspaces/ws-1/sts",
+            served.http
+        ))
+        .header("x-auth-token", token)
+        .send()
+        .await
+        .expect("answered");
+    assert_eq!(response.status(), 200);
+}
+
+/// `stsgate reload` for the service on `data`, which must succeed; what it printed.
+fn reload_command(data: &Path, file: &Path) -> String {
+    let out = stsgate(data)
+        .arg("--config")
+        .arg(file)
+        .arg("reload")
+        .output()
+        .expect("runs");
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A service whose configuration file sets only `log.filter`, which decides (`RUST_LOG` is
+/// empty, as good as unset); its data dir, log, file, a pilot's token, and the temp dir.
+struct Filtered {
+    served: Served,
+    data: std::path::PathBuf,
+    log: std::path::PathBuf,
+    file: std::path::PathBuf,
+    token: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Filtered {
+    fn start(filter: &str) -> Self {
+        let dir = tempfile::tempdir().expect("dir");
+        let data = dir.path().join("data");
+        let log = dir.path().join("stderr.log");
+        let file = dir.path().join("stsgate.toml");
+        write_filter(&file, filter);
+        let token = token(&data, "ws-1");
+        let served = Served::spawn(
+            &data,
+            &log,
+            &[("STSGATE_CONFIG", file.to_str().unwrap()), ("RUST_LOG", "")],
+        );
+        Self {
+            served,
+            data,
+            log,
+            file,
+            token,
+            _dir: dir,
+        }
+    }
+
+    /// Writes `filter` to the file and has the service read it; what `stsgate reload` printed.
+    /// Lines are written in the order they are made: once the reload's own line is there, any
+    /// line made before it is too.
+    async fn reload(&self, filter: &str, reloads: usize) -> String {
+        write_filter(&self.file, filter);
+        let said = reload_command(&self.data, &self.file);
+        logged_times(&self.log, "configuration reloaded", reloads).await;
+        said
+    }
+
+    async fn ask(&self) {
+        pilot_answered(&self.served, &self.token).await;
+    }
+
+    fn handouts(&self) -> usize {
+        count_logged(&self.log, HANDOUT)
+    }
+}
+
+fn write_filter(file: &Path, filter: &str) {
+    std::fs::write(file, format!("[log]\nfilter = \"{filter}\"\n")).unwrap();
+}
+
+const HANDOUT: &str = "credentials handed out";
+
 /// A reload applies a new `log.filter` from the next line on: the handout lines stop when the
 /// gateway's target is turned down and come back when it is turned up again. A filter with span
 /// directives, which the running plain filter cannot take, is named as needing a restart and
-/// the old filter stays; `RUST_LOG`, when set, keeps overriding the file.
+/// the old filter stays.
 #[tokio::test]
 async fn a_reload_applies_a_new_log_filter() {
-    let dir = tempfile::tempdir().expect("dir");
-    let data = dir.path().join("data");
-    let log = dir.path().join("stderr.log");
-    let file = dir.path().join("stsgate.toml");
-    let filter = |f: &str| std::fs::write(&file, format!("[log]\nfilter = \"{f}\"\n")).unwrap();
-    filter("info");
-    let token = token(&data, "ws-1");
-    // An empty `RUST_LOG` is as good as unset: `log.filter` decides.
-    let served = Served::spawn(
-        &data,
-        &log,
-        &[("STSGATE_CONFIG", file.to_str().unwrap()), ("RUST_LOG", "")],
-    );
-    let ask = || async {
-        let response = reqwest::Client::new()
-            .post(format!(
-                "http://{}/storage/api/v1/workspaces/ws-1/sts",
-                served.http
-            ))
-            .header("x-auth-token", &token)
-            .send()
-            .await
-            .expect("answered");
-        assert_eq!(response.status(), 200);
-    };
-    let reload = || {
-        let out = stsgate(&data)
-            .arg("--config")
-            .arg(&file)
-            .arg("reload")
-            .output()
-            .expect("runs");
-        assert!(out.status.success(), "{out:?}");
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
-    let count = |needle: &str| {
-        std::fs::read_to_string(&log)
-            .unwrap_or_default()
-            .matches(needle)
-            .count()
-    };
-    // Lines are written in the order they are made: once the reload's own line is there, any
-    // handout line made before it is too.
-    let settled = |reloads: usize| async move {
-        let seen = async {
-            while count("configuration reloaded") < reloads {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        };
-        tokio::time::timeout(Duration::from_secs(10), seen)
-            .await
-            .expect("the reload is logged");
-    };
-    const HANDOUT: &str = "credentials handed out";
+    let s = Filtered::start("info");
+    s.ask().await;
+    logged_times(&s.log, HANDOUT, 1).await;
 
-    ask().await;
-    logged(&log, HANDOUT).await;
-    assert_eq!(count(HANDOUT), 1);
-
-    filter("info,stsgate::gateway=warn");
-    let said = reload();
+    let said = s.reload("info,stsgate::gateway=warn", 1).await;
     assert!(
         said.contains("log.filter: now info,stsgate::gateway=warn"),
         "{said}"
     );
-    settled(1).await;
-    ask().await;
-    ask().await;
-
-    filter("info");
-    reload();
-    settled(2).await;
+    s.ask().await;
+    s.ask().await;
+    s.reload("info", 2).await;
     assert_eq!(
-        count(HANDOUT),
+        s.handouts(),
         1,
         "no handout line while the gateway logs at warn"
     );
-    ask().await;
-    logged(&log, HANDOUT).await;
-    let seen = async {
-        while count(HANDOUT) < 2 {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(10), seen)
-        .await
-        .expect("handout lines are back at info");
+    s.ask().await;
+    logged_times(&s.log, HANDOUT, 2).await;
 
-    filter("info,stsgate[request]=debug");
-    let said = reload();
+    let said = s.reload("info,stsgate[request]=debug", 3).await;
     assert!(
         said.contains("log.filter: changed, takes effect at the next start"),
         "{said}"
     );
-    settled(3).await;
-    ask().await;
-    let seen = async {
-        while count(HANDOUT) < 3 {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(10), seen)
-        .await
-        .expect("the running filter is kept");
-    assert!(
-        std::fs::read_to_string(&log)
-            .unwrap()
-            .contains("the new log.filter is not applied"),
-        "the reason is logged"
-    );
+    logged(&s.log, "the new log.filter is not applied").await;
+    s.ask().await;
+    logged_times(&s.log, HANDOUT, 3).await;
 }
 
-/// Started with span directives (the locking filter), a reload replaces it as well, with a
+/// Started with span directives (the filter that locks), a reload replaces it as well, with a
 /// plain list or another with span directives.
 #[tokio::test]
 async fn a_reload_replaces_a_filter_with_span_directives() {
-    let dir = tempfile::tempdir().expect("dir");
-    let data = dir.path().join("data");
-    let log = dir.path().join("stderr.log");
-    let file = dir.path().join("stsgate.toml");
-    let filter = |f: &str| std::fs::write(&file, format!("[log]\nfilter = \"{f}\"\n")).unwrap();
-    filter("info,stsgate[nothing]=trace");
-    let token = token(&data, "ws-1");
-    let served = Served::spawn(
-        &data,
-        &log,
-        &[("STSGATE_CONFIG", file.to_str().unwrap()), ("RUST_LOG", "")],
-    );
-    let count = |needle: &str| {
-        std::fs::read_to_string(&log)
-            .unwrap_or_default()
-            .matches(needle)
-            .count()
-    };
-    let until = |needle: &'static str, n: usize| {
-        let count = &count;
-        async move {
-            let seen = async {
-                while count(needle) < n {
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-            };
-            tokio::time::timeout(Duration::from_secs(10), seen)
-                .await
-                .unwrap_or_else(|_| panic!("{n} of `{needle}`"));
-        }
-    };
-    let ask = || async {
-        let response = reqwest::Client::new()
-            .post(format!(
-                "http://{}/storage/api/v1/workspaces/ws-1/sts",
-                served.http
-            ))
-            .header("x-auth-token", &token)
-            .send()
-            .await
-            .expect("answered");
-        assert_eq!(response.status(), 200);
-    };
-    ask().await;
-    until("credentials handed out", 1).await;
-    for (new, reloads) in [
-        ("info,stsgate::gateway=warn,stsgate[nothing]=trace", 1),
-        ("info", 2),
-    ] {
-        filter(new);
-        signal(&served, "HUP");
-        until("configuration reloaded", reloads).await;
-        ask().await;
-    }
-    until("credentials handed out", 2).await;
+    let s = Filtered::start("info,stsgate[nothing]=trace");
+    s.ask().await;
+    logged_times(&s.log, HANDOUT, 1).await;
+    s.reload("info,stsgate::gateway=warn,stsgate[nothing]=trace", 1)
+        .await;
+    s.ask().await;
+    s.reload("info", 2).await;
+    s.ask().await;
+    logged_times(&s.log, HANDOUT, 2).await;
     // The request while the gateway logged at warn left no line: two handouts, not three.
-    filter("info,stsgate::gateway=warn");
-    signal(&served, "HUP");
-    until("configuration reloaded", 3).await;
-    assert_eq!(count("credentials handed out"), 2);
-    assert!(
-        !std::fs::read_to_string(&log)
-            .unwrap()
-            .contains("log.filter is not applied")
-    );
+    s.reload("info,stsgate::gateway=warn", 3).await;
+    assert_eq!(s.handouts(), 2);
+    assert_eq!(count_logged(&s.log, "log.filter is not applied"), 0);
 }
 
 /// With `RUST_LOG` set, it decides: a reload names `log.filter` as not applied.
@@ -1172,16 +1143,10 @@ async fn rust_log_overrides_a_reloaded_log_filter() {
     let data = dir.path().join("data");
     let log = dir.path().join("stderr.log");
     let file = dir.path().join("stsgate.toml");
-    std::fs::write(&file, "[log]\nfilter = \"info\"\n").unwrap();
+    write_filter(&file, "info");
     let _served = Served::spawn(&data, &log, &[("STSGATE_CONFIG", file.to_str().unwrap())]);
-    std::fs::write(&file, "[log]\nfilter = \"warn\"\n").unwrap();
-    let out = stsgate(&data)
-        .arg("--config")
-        .arg(&file)
-        .arg("reload")
-        .output()
-        .expect("runs");
-    let said = String::from_utf8_lossy(&out.stdout);
+    write_filter(&file, "warn");
+    let said = reload_command(&data, &file);
     assert!(
         said.contains("log.filter: changed, takes effect at the next start"),
         "{said}"

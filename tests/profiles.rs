@@ -200,26 +200,20 @@ async fn each_workspace_gets_its_profiles_storage_and_uploads_there_only() {
         "endpoint": svc.store_url(),
         "credentials": acme["credentials"],
     });
-    assert!(
-        device_s3(&foreign)
+    let refused = |answer: &serde_json::Value| {
+        device_s3(answer)
             .put_object()
             .bucket("media")
             .key("ws-acme/x.jpg")
             .body(b"x".to_vec().into())
             .send()
-            .await
-            .is_err(),
+    };
+    assert!(
+        refused(&foreign).await.is_err(),
         "the eu credential is refused by the embedded store"
     );
     assert!(
-        device_s3(home)
-            .put_object()
-            .bucket("media")
-            .key("ws-acme/x.jpg")
-            .body(b"x".to_vec().into())
-            .send()
-            .await
-            .is_err(),
+        refused(home).await.is_err(),
         "the store's credential writes only under ws-other/"
     );
     let names = |out: aws_sdk_s3::operation::list_buckets::ListBucketsOutput| -> Vec<String> {

@@ -5,7 +5,9 @@
 //! 200,000 distinct pilots (tokens with distinct subjects for one workspace, each asking a few
 //! times a minute, so that no rate limit trips), after one unmeasured round in which the
 //! service first sees every token; the quiet run has logging at warn, rate limits off and one
-//! token. The service's RSS after the rounds shows what it keeps per pilot.
+//! token. The service's RSS after the rounds shows what it keeps per pilot. One run of the
+//! smallest fleet has ten storage profiles configured (the default one asked, nine more and
+//! workspaces routed to them): what a platform of many customers costs the hot path.
 
 use std::io::Write;
 use std::path::Path;
@@ -24,6 +26,28 @@ struct Variant {
     name: String,
     env: &'static [(&'static str, &'static str)],
     pilots: usize,
+    /// Storage profiles configured, the default among them; 1 is no configuration file.
+    profiles: usize,
+}
+
+/// A configuration file with `profiles` storage profiles: the default (the embedded store, as
+/// without a file) and MinIO ones, each with a workspace routed to it; `dir` holds their secret.
+fn profiles_config(profiles: usize, dir: &Path) -> String {
+    let secret = dir.join("minio.secret");
+    std::fs::write(&secret, "bench-minio-secret-0123456789").expect("secret");
+    let mut toml = String::from("[storage]\nprovider = \"local\"\n\n[workspaces.profile]\n");
+    for i in 1..profiles {
+        toml += &format!("\"customer-{i}\" = \"customer-{i}\"\n");
+    }
+    for i in 1..profiles {
+        toml += &format!(
+            "\n[profiles.customer-{i}]\nprovider = \"minio\"\nbucket = \"customer-{i}-media\"\n\
+             sts_endpoint = \"http://127.0.0.1:9\"\naccess_key_id = \"BENCHCUSTOMER{i:04}\"\n\
+             secret_access_key_file = \"{}\"\n",
+            secret.display()
+        );
+    }
+    toml
 }
 
 pub async fn run(scale: &Scale) -> Vec<String> {
@@ -37,8 +61,15 @@ pub async fn run(scale: &Scale) -> Vec<String> {
             name: "default configuration (info log, rate limits on), distinct pilots".to_owned(),
             env: &[],
             pilots,
+            profiles: 1,
         })
         .collect();
+    variants.push(Variant {
+        name: "ten storage profiles configured, distinct pilots".to_owned(),
+        env: &[],
+        pilots: scale.wrk_fleets[0],
+        profiles: 10,
+    });
     variants.push(Variant {
         name: "log at warn, rate limits off, one token".to_owned(),
         env: &[
@@ -47,6 +78,7 @@ pub async fn run(scale: &Scale) -> Vec<String> {
             ("STSGATE_LIMITS__DEVICE_PER_MINUTE", "0"),
         ],
         pilots: 1,
+        profiles: 1,
     });
     let mut lines = vec![format!(
         "wrk (own process, 1 thread, {} connections, {:?} rounds) against the stsgate binary and a bare axum handler, alternating",
@@ -63,7 +95,13 @@ async fn measure(scale: &Scale, variant: &Variant) -> Vec<String> {
     // `BENCH_STSGATE_BIN`: another build of the binary, to set two commits side by side.
     let binary =
         std::env::var("BENCH_STSGATE_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_stsgate").into());
-    let mut child = Command::new(binary)
+    let mut command = Command::new(binary);
+    if variant.profiles > 1 {
+        let file = dir.path().join("stsgate.toml");
+        std::fs::write(&file, profiles_config(variant.profiles, dir.path())).expect("config");
+        command.env("STSGATE_CONFIG", file);
+    }
+    let mut child = command
         .arg("--data-dir")
         .arg(dir.path().join("data"))
         .args(stsgate_testkit::banner::SERVE_ON_FREE_PORTS)

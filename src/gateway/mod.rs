@@ -825,8 +825,13 @@ mod tests {
         );
     }
 
-    /// Hands out credentials named after its profile and the prefix, counting its calls.
-    struct Tagged(&'static str, std::sync::atomic::AtomicUsize);
+    /// Hands out credentials named after its profile and the prefix after `pause`, counting its
+    /// calls (with a pause, requests pile up on one flight).
+    struct Tagged {
+        profile: &'static str,
+        pause: Duration,
+        calls: std::sync::atomic::AtomicUsize,
+    }
 
     #[async_trait]
     impl Issuer for Tagged {
@@ -835,14 +840,49 @@ mod tests {
         }
 
         async fn issue(&self, request: &IssueRequest) -> Result<Credential, crate::issuer::Error> {
-            self.1.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.calls
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tokio::time::sleep(self.pause).await;
             Ok(Credential {
-                access_key_id: format!("AK-{}-{}", self.0, request.scope.prefix),
+                access_key_id: format!("AK-{}-{}", self.profile, request.scope.prefix),
                 secret_access_key: Secret::new("secret"),
                 session_token: Secret::new("token"),
                 expiration: SystemTime::now() + Duration::from_secs(3600),
             })
         }
+    }
+
+    /// A gateway for `config` whose profiles `names` each have a [`Tagged`] issuer, and the
+    /// count of each one's calls.
+    fn tagged(
+        config: &Config,
+        names: &[&'static str],
+        pause: Duration,
+    ) -> (Gateway, impl Fn(&str) -> usize) {
+        let issuers: BTreeMap<&str, Arc<Tagged>> = names
+            .iter()
+            .map(|&profile| {
+                let tagged = Tagged {
+                    profile,
+                    pause,
+                    calls: Default::default(),
+                };
+                (profile, Arc::new(tagged))
+            })
+            .collect();
+        let sources = issuers
+            .iter()
+            .map(|(n, i)| {
+                let sourced = Sourced {
+                    issuer: IssuerHandle::new(i.clone()),
+                    fingerprint: [0; 32],
+                };
+                ((*n).to_owned(), sourced)
+            })
+            .collect();
+        let gateway = Gateway::new(config, sources, Audit::default()).expect("gateway");
+        let calls = move |n: &str| issuers[n].calls.load(std::sync::atomic::Ordering::Relaxed);
+        (gateway, calls)
     }
 
     #[tokio::test]
@@ -858,22 +898,7 @@ mod tests {
             .workspaces
             .profile
             .insert("ws-a".to_owned(), "a".to_owned());
-        let issuers: BTreeMap<String, Arc<Tagged>> = ["default", "a", "twin"]
-            .into_iter()
-            .map(|n| (n.to_owned(), Arc::new(Tagged(n, Default::default()))))
-            .collect();
-        let handles = issuers
-            .iter()
-            .map(|(n, i)| {
-                let sourced = Sourced {
-                    issuer: IssuerHandle::new(i.clone()),
-                    fingerprint: [0; 32],
-                };
-                (n.clone(), sourced)
-            })
-            .collect();
-        let gateway = Gateway::new(&config, handles, Audit::default()).expect("gateway");
-        let calls = |n: &str| issuers[n].1.load(std::sync::atomic::Ordering::Relaxed);
+        let (gateway, calls) = tagged(&config, &["default", "a", "twin"], Duration::ZERO);
 
         let a = gateway.credentials(pilot("ws-a")).await.expect("a");
         assert_eq!((a.profile(), a.access_key_id()), ("a", "AK-a-ws-a"));
@@ -900,27 +925,6 @@ mod tests {
         assert_eq!(gateway.profiles(), ["a", "default", "twin"]);
     }
 
-    /// Hands out credentials after a pause, counting its calls: requests pile up on one flight.
-    struct Slow(std::sync::atomic::AtomicUsize);
-
-    #[async_trait]
-    impl Issuer for Slow {
-        fn kind(&self) -> ProviderKind {
-            ProviderKind::Minio
-        }
-
-        async fn issue(&self, request: &IssueRequest) -> Result<Credential, crate::issuer::Error> {
-            self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            Ok(Credential {
-                access_key_id: format!("AK-{}", request.scope.prefix),
-                secret_access_key: Secret::new("secret"),
-                session_token: Secret::new("token"),
-                expiration: SystemTime::now() + Duration::from_secs(3600),
-            })
-        }
-    }
-
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_herd_makes_one_upstream_call_per_profile_and_scope() {
         let mut config = Config::default();
@@ -931,24 +935,11 @@ mod tests {
             .workspaces
             .profile
             .insert("ws-a".to_owned(), "a".to_owned());
-        let counters: BTreeMap<&str, Arc<Slow>> = ["default", "a"]
-            .into_iter()
-            .map(|n| (n, Arc::new(Slow(Default::default()))))
-            .collect();
-        let sources = counters
-            .iter()
-            .map(|(n, c)| {
-                let sourced = Sourced {
-                    issuer: IssuerHandle::new(c.clone()),
-                    fingerprint: [0; 32],
-                };
-                ((*n).to_owned(), sourced)
-            })
-            .collect();
         let mut limits = config.limits.clone();
         limits.subject_per_minute = 0;
         config.limits = limits;
-        let gateway = Arc::new(Gateway::new(&config, sources, Audit::default()).expect("gateway"));
+        let (gateway, calls) = tagged(&config, &["default", "a"], Duration::from_millis(50));
+        let gateway = Arc::new(gateway);
         let mut herd = tokio::task::JoinSet::new();
         for i in 0..1_000 {
             let gateway = gateway.clone();
@@ -964,10 +955,9 @@ mod tests {
         }
         while let Some(answer) = herd.join_next().await {
             let (workspace, key, profile) = answer.expect("answered");
-            assert_eq!(key, format!("AK-{workspace}"));
+            assert_eq!(key, format!("AK-{profile}-{workspace}"));
             assert_eq!(profile, if workspace == "ws-a" { "a" } else { "default" });
         }
-        let calls = |n: &str| counters[n].0.load(std::sync::atomic::Ordering::Relaxed);
         assert_eq!((calls("a"), calls("default")), (1, 1));
     }
 }
