@@ -175,10 +175,12 @@ impl Service {
             _ => None,
         };
         let audit = match &config.audit.path {
-            Some(path) => Audit::open(path).await.map_err(|source| Error::Audit {
-                path: path.clone(),
-                source,
-            })?,
+            Some(path) => Audit::open(path, config.audit.required)
+                .await
+                .map_err(|source| Error::Audit {
+                    path: path.clone(),
+                    source,
+                })?,
             None => Audit::default(),
         };
         let gateway = Gateway::new(&config, opened.issuers, audit)?;
@@ -425,10 +427,10 @@ impl Service {
             if let Err(error) = current.reopen().await {
                 tracing::error!(%error, "the audit file cannot be opened again; records go on to the file that was open");
             }
-            current
+            current.with_required(new.audit.required)
         } else {
             match &new.audit.path {
-                Some(path) => Audit::open(path)
+                Some(path) => Audit::open(path, new.audit.required)
                     .await
                     .map_err(|source| ReloadError::Audit {
                         path: path.clone(),

@@ -215,3 +215,45 @@ async fn a_cached_credential_is_served_while_the_upstream_is_down() {
         "never a credential below the floor: {body}"
     );
 }
+
+/// Per device on Alibaba Cloud: the dock is the `SourceIdentity` and names the session, inside
+/// the signed form (verified independently); no session tags, which Alibaba's AssumeRole lacks.
+#[tokio::test]
+async fn a_per_device_credential_carries_the_device_as_source_identity() {
+    let (url, recorded) = fake_sts(Answer::Credentials).await;
+    let svc = Options::default()
+        .env("STSGATE_STORAGE__PROVIDER", "ali")
+        .env("STSGATE_STORAGE__REGION", "cn-hangzhou")
+        .env("STSGATE_STORAGE__BUCKET", "dji-media")
+        .env("STSGATE_STORAGE__STS_ENDPOINT", &url)
+        .env("STSGATE_STORAGE__ROLE_ARN", ROLE)
+        .env("STSGATE_STORAGE__ACCESS_KEY_ID", "testid")
+        .env("STSGATE_STORAGE__SECRET_ACCESS_KEY", SECRET)
+        .env("STSGATE_STORAGE__PER_DEVICE", "true")
+        .env(
+            "STSGATE_STORAGE__OBJECT_KEY_PREFIX",
+            "{workspace_id}/{device}",
+        )
+        .start()
+        .await;
+    let mut dock = svc.dock("ALIDOCK1").await;
+    let reply = dock.request(&storage_config_get("ali-1", "1")).await;
+    assert_eq!(
+        reply["data"]["output"]["object_key_prefix"], "default/ALIDOCK1",
+        "{reply}"
+    );
+    let (query, form) = recorded.lock().unwrap()[0].clone();
+    let out = std::process::Command::new("python3")
+        .args(["-c", VERIFY, &query, &form, SECRET])
+        .output()
+        .expect("python3");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.starts_with("OK"), "{stdout}\nform: {form}");
+    assert!(form.contains("SourceIdentity=ALIDOCK1"), "{form}");
+    assert!(form.contains("RoleSessionName=stsgate-ALIDOCK1"), "{form}");
+    assert!(
+        form.contains("default%2FALIDOCK1%2F*"),
+        "the policy names the device's prefix: {form}"
+    );
+    assert!(!form.contains("Tags"), "{form}");
+}

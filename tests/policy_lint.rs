@@ -37,6 +37,7 @@ fn our_session_policies_have_no_findings() {
         let scope = Scope {
             bucket: bucket.into(),
             prefix: prefix.into(),
+            device: None,
         };
         let policy = policy::aws(&scope);
         assert_eq!(lint(&policy), Vec::<serde_json::Value>::new(), "{policy}");

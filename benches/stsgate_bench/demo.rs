@@ -53,6 +53,7 @@ async fn per_request_server(issuer: Arc<AwsSts>, bucket: &str) -> SocketAddr {
     let scope = Scope {
         bucket: bucket.into(),
         prefix: "bench".into(),
+        device: None,
     };
     let handler = move || {
         let (issuer, scope) = (issuer.clone(), scope.clone());

@@ -1,5 +1,7 @@
 //! Thundering herd: many requests for a scope nobody has asked for yet must make exactly one
-//! upstream call; 10,000 docks across 100 workspaces make one call per workspace.
+//! upstream call; 10,000 docks across 100 workspaces make one call per workspace, and with
+//! per-device credentials one call per dock (each asking twice at once), with the memory the
+//! 10,000 credentials take.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -102,6 +104,42 @@ pub async fn run(scale: &Scale) -> Report {
     checks.push((
         format!("one upstream call per scope ({calls} for {workspaces})"),
         calls == workspaces as f64,
+    ));
+
+    // Per device: the same docks, each asking twice at once.
+    let mut env = env;
+    env.push(("STSGATE_STORAGE__PER_DEVICE", "true"));
+    env.push((
+        "STSGATE_STORAGE__OBJECT_KEY_PREFIX",
+        "{workspace_id}/{device}",
+    ));
+    let service = crate::start(&env).await;
+    let gateway: Arc<Gateway> = service.service.gateway.clone();
+    let rss_before = crate::footprint::rss_mib(std::process::id());
+    let (calls, keys, secs) = herd(scale.docks_total * 2, |d| {
+        let g = gateway.clone();
+        async move {
+            let sn = format!("HERD{:06}", d / 2);
+            let issued = g
+                .credentials(Request::Dock { sn: &sn })
+                .await
+                .expect("credentials");
+            issued.config().credentials.access_key_id
+        }
+    })
+    .await;
+    let rss_after = crate::footprint::rss_mib(std::process::id());
+    service.stop().await;
+    let docks = scale.docks_total;
+    lines.push(format!(
+        "thundering herd, per device: {docks} docks asking twice at once -> {calls} upstream calls (one per dock: {docks}), {keys} distinct credentials, {:.0} ms; RSS +{:.1} MiB ({:.0} bytes per credential, the embedded store's record of it included)",
+        secs * 1000.0,
+        rss_after - rss_before,
+        (rss_after - rss_before) * 1024.0 * 1024.0 / docks as f64,
+    ));
+    checks.push((
+        format!("one upstream call per device ({calls} for {docks})"),
+        calls == docks as f64 && keys == docks,
     ));
     Report { lines, checks }
 }

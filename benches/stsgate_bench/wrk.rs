@@ -7,7 +7,8 @@
 //! service first sees every token; the quiet run has logging at warn, rate limits off and one
 //! token. The service's RSS after the rounds shows what it keeps per pilot. One run of the
 //! smallest fleet has ten storage profiles configured (the default one asked, nine more and
-//! workspaces routed to them): what a platform of many customers costs the hot path.
+//! workspaces routed to them): what a platform of many customers costs the hot path; another
+//! has per-device credentials, each pilot its own.
 
 use std::io::Write;
 use std::path::Path;
@@ -15,6 +16,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::StreamExt;
 
 use crate::Scale;
 
@@ -71,6 +73,18 @@ pub async fn run(scale: &Scale) -> Vec<String> {
         profiles: 10,
     });
     variants.push(Variant {
+        name: "per-device credentials, distinct pilots".to_owned(),
+        env: &[
+            ("STSGATE_STORAGE__PER_DEVICE", "true"),
+            (
+                "STSGATE_STORAGE__OBJECT_KEY_PREFIX",
+                "{workspace_id}/{device}",
+            ),
+        ],
+        pilots: scale.wrk_fleets[0],
+        profiles: 1,
+    });
+    variants.push(Variant {
         name: "log at warn, rate limits off, one token".to_owned(),
         env: &[
             ("STSGATE_LOG__FILTER", "warn"),
@@ -80,6 +94,11 @@ pub async fn run(scale: &Scale) -> Vec<String> {
         pilots: 1,
         profiles: 1,
     });
+    // `BENCH_WRK_VARIANTS=default,warn`: only the runs whose name holds one of these words (an
+    // older binary knows no profiles).
+    if let Ok(wanted) = std::env::var("BENCH_WRK_VARIANTS") {
+        variants.retain(|v| wanted.split(',').any(|w| v.name.contains(w.trim())));
+    }
     let mut lines = vec![format!(
         "wrk (own process, 1 thread, {} connections, {:?} rounds) against the stsgate binary and a bare axum handler, alternating",
         scale.wrk_connections, scale.wrk_round
@@ -155,6 +174,24 @@ async fn measure(scale: &Scale, variant: &Variant) -> Vec<String> {
     let mut service_cpu = Vec::new();
     let mut bare_cpu = Vec::new();
     let mut refused = 0;
+    if variant.name.starts_with("per-device") {
+        // Each pilot's own credential issued before anything is measured (the embedded store
+        // writes each one to disk, more than a round's worth).
+        let (client, url) = (&client, &service_url);
+        let asks = tokens.iter().map(|token| async move {
+            let answer = client
+                .post(url)
+                .header("x-auth-token", token)
+                .send()
+                .await
+                .expect("answer");
+            assert!(answer.status().is_success(), "{}", answer.status());
+        });
+        futures_util::stream::iter(asks)
+            .buffer_unordered(64)
+            .collect::<Vec<()>>()
+            .await;
+    }
     if variant.pilots > 1 {
         // Every token seen once (and verified) before anything is measured.
         refused += wrk(scale, &script, &service_url, child.id()).await.non_2xx;

@@ -61,7 +61,14 @@ struct Inner {
     /// two locks and a shared reference count per hit, all written by every core), and nothing
     /// holds it across an await. Scopes come from validated workspaces, so a fast seeded hash.
     slots: Mutex<HashMap<Scope, Slot, foldhash::fast::RandomState>>,
+    /// The number of slots at which a new scope first sweeps out the slots that hold nothing
+    /// usable (per-device credentials of devices gone quiet): doubled past the slots left, so a
+    /// sweep costs a constant per new scope.
+    sweep_at: std::sync::atomic::AtomicUsize,
 }
+
+/// [`Inner::sweep_at`] at first: the slots a cache holds before it sweeps at all.
+const SWEEP_FROM: usize = 1024;
 
 type Outcome = Option<Result<Entry, Error>>;
 
@@ -92,6 +99,7 @@ impl Cache {
                 timeout: storage.upstream_timeout,
                 failure_backoff: storage.failure_backoff,
                 slots: Mutex::default(),
+                sweep_at: SWEEP_FROM.into(),
             }),
         }
     }
@@ -100,11 +108,14 @@ impl Cache {
     pub async fn get(&self, scope: &Scope) -> Result<Lease, Error> {
         let mut flight = {
             let mut slots = lock(&self.inner.slots);
+            let now = Instant::now();
             let state = match slots.get_mut(scope) {
                 Some(state) => state,
-                None => slots.entry(scope.clone()).or_default(),
+                None => {
+                    self.sweep(&mut slots, now);
+                    slots.entry(scope.clone()).or_default()
+                }
             };
-            let now = Instant::now();
             if let Some(entry) = &state.current {
                 match entry.freshness(now, &self.inner.policy) {
                     Freshness::Fresh => return Ok(self.lease(entry, now, true, "hit")),
@@ -166,6 +177,28 @@ impl Cache {
         }
     }
 
+    /// Past [`Inner::sweep_at`] slots, removes those with no usable credential, no call in
+    /// flight and no failure still answered from memory: what is left is what the next request
+    /// for it would use.
+    fn sweep(&self, slots: &mut HashMap<Scope, Slot, foldhash::fast::RandomState>, now: Instant) {
+        use std::sync::atomic::Ordering::Relaxed;
+        if slots.len() < self.inner.sweep_at.load(Relaxed) {
+            return;
+        }
+        let policy = &self.inner.policy;
+        slots.retain(|_, slot| {
+            slot.flight.is_some()
+                || slot.backing_off(now)
+                || slot
+                    .current
+                    .as_ref()
+                    .is_some_and(|e| e.freshness(now, policy) != Freshness::Unusable)
+        });
+        self.inner
+            .sweep_at
+            .store((slots.len() * 2).max(SWEEP_FROM), Relaxed);
+    }
+
     /// How many scopes have a slot.
     pub fn scopes(&self) -> usize {
         lock(&self.inner.slots).len()
@@ -187,7 +220,8 @@ impl Cache {
         let (inner, scope) = (self.inner.clone(), scope.clone());
         tokio::spawn(async move {
             let result = inner.issue(scope.clone()).await;
-            // Slots are never removed, so the one this call was started for is there.
+            // A slot with a call in flight is never swept, so the one this call was started for
+            // is there.
             if let Some(state) = lock(&inner.slots).get_mut(&scope) {
                 match &result {
                     Ok(entry) => {

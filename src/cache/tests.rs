@@ -60,6 +60,7 @@ fn scope(prefix: &str) -> Scope {
     Scope {
         bucket: "media".into(),
         prefix: prefix.into(),
+        device: None,
     }
 }
 

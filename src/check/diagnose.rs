@@ -57,6 +57,15 @@ pub fn code(f: &Failure) -> Option<&str> {
     f.code.as_deref()
 }
 
+/// The trust policy statement per-device credentials need, to paste into the role's.
+const PER_DEVICE_STATEMENT: &str =
+    "add to the role's trust policy (Principal: the identity stsgate runs as):
+  {
+    \"Effect\": \"Allow\",
+    \"Principal\": {\"AWS\": \"arn:aws:iam::<account>:<user or role stsgate runs as>\"},
+    \"Action\": [\"sts:AssumeRole\", \"sts:SetSourceIdentity\", \"sts:TagSession\"]
+  }";
+
 /// Cause and fix for a failed S3 call made with `sc`.
 pub fn s3(f: &Failure, sc: &StorageConfig) -> String {
     let said = match (&f.status, &f.code) {
@@ -128,6 +137,14 @@ pub fn gateway(e: &gateway::Error) -> String {
             "check devices.sql.query: it must return the workspace id as text"
         }
         gateway::Error::RateLimited { .. } => "wait and retry; see [limits]",
+        gateway::Error::AuditUnwritten(_) => {
+            "check that audit.path is writable and its disk has room"
+        }
+        gateway::Error::Issuer(issuer::Error::Rejected(m))
+            if m.contains(issuer::aws_sts::PER_DEVICE_HINT) =>
+        {
+            PER_DEVICE_STATEMENT
+        }
         gateway::Error::Issuer(issuer::Error::Rejected(_)) => {
             "check the role, its trust policy and the service's own keys"
         }
@@ -145,4 +162,28 @@ pub fn gateway(e: &gateway::Error) -> String {
         }
     };
     format!("{e}\nfix: {fix}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_session_permission_gets_the_statement_to_paste() {
+        let refused = issuer::Error::Rejected(format!(
+            "AccessDenied from aws STS (request id r-1): {}",
+            issuer::aws_sts::PER_DEVICE_HINT
+        ));
+        let said = gateway(&gateway::Error::Issuer(refused));
+        assert!(
+            said.contains("\"sts:SetSourceIdentity\", \"sts:TagSession\"")
+                && said.contains("trust policy"),
+            "{said}"
+        );
+        let other = gateway(&gateway::Error::Issuer(issuer::Error::Rejected(
+            "AccessDenied from aws STS (request id r-2): the service may not assume the role"
+                .into(),
+        )));
+        assert!(!other.contains("sts:TagSession"), "{other}");
+    }
 }

@@ -109,6 +109,8 @@ impl Default for LimitsConfig {
 pub struct AuditConfig {
     /// JSON-lines file, appended to; unset: no audit log.
     pub path: Option<PathBuf>,
+    /// A credential whose record cannot be written is not handed out (needs `path`).
+    pub required: bool,
 }
 
 /// `[http]`
@@ -253,8 +255,12 @@ pub struct StorageProfile {
     /// Storage endpoint advertised to devices, with scheme. Default for `local`: the embedded
     /// store's address.
     pub endpoint: Option<String>,
-    /// Template of `object_key_prefix`; `{workspace_id}` is replaced.
+    /// Template of `object_key_prefix`; `{workspace_id}` is replaced, and `{device}` by the
+    /// device's key when `per_device` is on.
     pub object_key_prefix: String,
+    /// Credentials per device (a dock's serial number, a pilot's token subject) instead of per
+    /// workspace: each device its own cached credential, named upstream as its source identity.
+    pub per_device: bool,
     /// Lifetime requested for each credential.
     #[serde(with = "duration")]
     pub duration: Duration,
@@ -559,6 +565,7 @@ impl Default for StorageProfile {
             region: "us-east-1".to_owned(),
             endpoint: None,
             object_key_prefix: "{workspace_id}".to_owned(),
+            per_device: false,
             duration: Duration::from_secs(3600),
             min_remaining: Duration::from_secs(300),
             expire_margin: Duration::from_secs(60),

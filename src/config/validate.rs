@@ -44,6 +44,12 @@ pub fn validate(config: &Config) -> Vec<Problem> {
     storage(config, &mut p);
     workspaces(config, &mut p);
     devices(config, &mut p);
+    if config.audit.required && config.audit.path.is_none() {
+        p.add(
+            "audit.required",
+            "needs audit.path (there is no log to require); e.g. path = \"/var/log/stsgate/audit.jsonl\"",
+        );
+    }
     if config.log.filter.trim().is_empty() {
         p.add(
             "log.filter",
@@ -275,8 +281,16 @@ fn profile_keys(section: &str, s: &StorageProfile, p: &mut Problems) {
             "must start with http:// or https:// (devices need the scheme)",
         );
     }
-    if let Err(reason) = PrefixTemplate::parse(&s.object_key_prefix).map_err(|e| e.to_string()) {
-        p.add(key("object_key_prefix"), reason);
+    match PrefixTemplate::parse(&s.object_key_prefix) {
+        Err(reason) => p.add(key("object_key_prefix"), reason.to_string()),
+        Ok(template) if template.names_device() && !s.per_device => p.add(
+            key("object_key_prefix"),
+            format!(
+                "{{device}} needs {section}.per_device = true (credentials are per workspace \
+                 otherwise)"
+            ),
+        ),
+        Ok(_) => {}
     }
     if s.expire_margin >= s.min_remaining {
         p.add(

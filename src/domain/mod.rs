@@ -3,11 +3,13 @@
 //! of the service above `protocol` (wire enums) and `std`, so any module may use it and none of
 //! its users pulls the rest of the service in.
 
+mod device;
 mod provider;
 mod readiness;
 mod requester;
 mod scope;
 
+pub use device::{DeviceKey, MAX_DEVICE_KEY_LEN, Principal};
 pub use provider::{ProviderKind, UnknownProvider};
 pub use readiness::Readiness;
 pub use requester::Requester;

@@ -4,6 +4,8 @@
 use std::fmt;
 use std::sync::Arc;
 
+use super::{DeviceKey, Principal};
+
 /// Longest workspace id accepted (DJI workspace ids are 36-character UUIDs).
 pub const MAX_WORKSPACE_LEN: usize = 64;
 
@@ -20,13 +22,16 @@ pub struct WorkspaceError {
     reason: &'static str,
 }
 
-/// What a credential is issued for: writing under `bucket/prefix/`.
+/// What a credential is issued for: writing under `bucket/prefix/`, by one device when its
+/// profile issues per device.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Scope {
     /// The bucket.
     pub bucket: Arc<str>,
     /// The object key prefix, without a trailing `/`.
     pub prefix: Arc<str>,
+    /// The device it is issued to (`per_device = true`); `None`: every device of the workspace.
+    pub device: Option<Principal>,
 }
 
 /// Why an `object_key_prefix` template was refused.
@@ -38,8 +43,8 @@ pub enum PrefixError {
     /// A `}` without its `{`.
     #[error("unmatched '}}'")]
     Unmatched,
-    /// A placeholder other than `{workspace_id}`.
-    #[error("unknown placeholder {{{0}}}; the only one is {{workspace_id}}")]
+    /// A placeholder other than `{workspace_id}` and `{device}`.
+    #[error("unknown placeholder {{{0}}}; the placeholders are {{workspace_id}} and {{device}}")]
     Placeholder(String),
     /// A character that is not safe in an object key.
     #[error("character {0:?} is not allowed; use letters, digits and -_./")]
@@ -62,6 +67,7 @@ pub struct PrefixTemplate {
 enum Part {
     Literal(String),
     WorkspaceId,
+    Device,
 }
 
 // === impl WorkspaceId ===
@@ -118,7 +124,8 @@ fn shown(s: &str) -> String {
 // === impl PrefixTemplate ===
 
 impl PrefixTemplate {
-    /// Parses a template. Placeholders: `{workspace_id}`. Literal text is letters, digits and
+    /// Parses a template. Placeholders: `{workspace_id}` and `{device}` (the [`DeviceKey`] of a
+    /// per-device credential). Literal text is letters, digits and
     /// `-_./`; segments may not be empty, `.` or `..`; no leading or trailing `/`.
     pub fn parse(template: &str) -> Result<Self, PrefixError> {
         let mut parts = Vec::new();
@@ -128,13 +135,14 @@ impl PrefixTemplate {
             let close = rest[open..].find('}').ok_or(PrefixError::Unclosed)? + open;
             match &rest[open + 1..close] {
                 "workspace_id" => parts.push(Part::WorkspaceId),
+                "device" => parts.push(Part::Device),
                 other => return Err(PrefixError::Placeholder(other.to_owned())),
             }
             rest = &rest[close + 1..];
         }
         push_literal(&mut parts, rest)?;
         let template = Self { parts };
-        let sample = template.render(&WorkspaceId("w".into()));
+        let sample = template.render(&WorkspaceId("w".into()), Some(&DeviceKey::new("dv")));
         if sample.is_empty() || sample.starts_with('/') || sample.ends_with('/') {
             return Err(PrefixError::Edges);
         }
@@ -147,16 +155,24 @@ impl PrefixTemplate {
         Ok(template)
     }
 
-    /// The prefix for a workspace.
-    pub fn render(&self, workspace: &WorkspaceId) -> String {
+    /// The prefix for a workspace, and for a device when the credential is per device
+    /// (`{device}` without one renders as nothing: validation refuses such a template on a
+    /// profile that does not issue per device).
+    pub fn render(&self, workspace: &WorkspaceId, device: Option<&DeviceKey>) -> String {
         let mut out = String::new();
         for part in &self.parts {
             match part {
                 Part::Literal(s) => out.push_str(s),
                 Part::WorkspaceId => out.push_str(workspace.as_str()),
+                Part::Device => out.push_str(device.map_or("", DeviceKey::as_str)),
             }
         }
         out
+    }
+
+    /// Whether it names the device (`{device}`).
+    pub fn names_device(&self) -> bool {
+        self.parts.iter().any(|p| matches!(p, Part::Device))
     }
 }
 
@@ -200,13 +216,22 @@ mod tests {
     #[test]
     fn templates() {
         let ws = WorkspaceId::parse("ws1").expect("valid");
-        let render = |t: &str| PrefixTemplate::parse(t).map(|p| p.render(&ws));
+        let render = |t: &str| PrefixTemplate::parse(t).map(|p| p.render(&ws, None));
         assert_eq!(render("{workspace_id}"), Ok("ws1".to_owned()));
         assert_eq!(
             render("media/{workspace_id}/dji"),
             Ok("media/ws1/dji".to_owned())
         );
         assert_eq!(render("wayline"), Ok("wayline".to_owned()));
+        let device = DeviceKey::new("4TADKAQ000002J");
+        let per_device = PrefixTemplate::parse("{workspace_id}/{device}").expect("valid");
+        assert!(per_device.names_device());
+        assert_eq!(per_device.render(&ws, Some(&device)), "ws1/4TADKAQ000002J");
+        assert!(
+            !PrefixTemplate::parse("{workspace_id}")
+                .unwrap()
+                .names_device()
+        );
         for bad in [
             "",
             "/{workspace_id}",
@@ -214,6 +239,8 @@ mod tests {
             "a//{workspace_id}",
             "../{workspace_id}",
             "{gateway_sn}",
+            "{device}/",
+            "{workspace_id}/{device}{device",
             "{workspace_id",
             "a}b",
             "a b",

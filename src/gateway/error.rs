@@ -33,6 +33,9 @@ pub enum Error {
     /// The issuer failed and no usable cached credential exists.
     #[error(transparent)]
     Issuer(#[from] issuer::Error),
+    /// `audit.required` is set and the credential's record could not be written.
+    #[error(transparent)]
+    AuditUnwritten(#[from] crate::telemetry::audit::Unwritten),
 }
 
 // === impl Error ===
@@ -48,6 +51,7 @@ impl Error {
             }
             Self::Registry(crate::registry::LookupError::Unusable { .. }) => ResultCode::Internal,
             Self::RateLimited { .. } => ResultCode::RateLimited,
+            Self::AuditUnwritten(_) => ResultCode::Internal,
             Self::Issuer(e) => match e {
                 issuer::Error::Rejected(_) | issuer::Error::TooShort(_) => {
                     ResultCode::UpstreamFailed

@@ -19,7 +19,9 @@ pub use limits::Limits;
 
 use crate::cache::{Cache, Lease};
 use crate::config::{Config, DEFAULT_PROFILE};
-use crate::domain::{PrefixTemplate, Requester, Scope, WorkspaceError, WorkspaceId};
+use crate::domain::{
+    DeviceKey, PrefixTemplate, Principal, Requester, Scope, WorkspaceError, WorkspaceId,
+};
 use crate::issuer::IssuerHandle;
 use crate::protocol::{Credentials, Provider, ResultCode, StorageConfig};
 use crate::registry::Registry;
@@ -81,6 +83,8 @@ pub struct Profile {
     template: PrefixTemplate,
     bucket: Arc<str>,
     storage: Storage,
+    /// Credentials per device (`per_device = true`), not per workspace.
+    per_device: bool,
 }
 
 /// A workspace resolved: its id, its profile and the scope its credentials write.
@@ -165,7 +169,13 @@ pub enum Request<'a> {
 pub struct Issued {
     route: Arc<Route>,
     lease: Lease,
+    /// The device's own scope, from a profile that issues per device; `None`: the route's.
+    device_scope: Option<Box<Scope>>,
 }
+
+/// The device `stsgate check` and the other callers outside the fronts ask for, from a profile
+/// that issues per device.
+pub const CHECK_DEVICE: &str = "stsgate-check";
 
 /// The storage devices upload to, as they are told it.
 #[derive(Debug)]
@@ -187,7 +197,7 @@ impl Issued {
     pub fn config(&self) -> StorageConfig {
         let (credential, scope, storage) = (
             &self.lease.credential,
-            &self.route.scope,
+            self.scope(),
             &self.route.profile.storage,
         );
         StorageConfig {
@@ -234,6 +244,17 @@ impl Issued {
             .as_ref()
     }
 
+    /// What it may write, and for which device.
+    pub fn scope(&self) -> &Scope {
+        self.device_scope.as_deref().unwrap_or(&self.route.scope)
+    }
+
+    /// The device it was issued to, when its profile issues per device: the source identity
+    /// the upstream was told.
+    pub fn device(&self) -> Option<&Principal> {
+        self.scope().device.as_ref()
+    }
+
     /// The storage profile it came from.
     pub fn profile(&self) -> &str {
         &self.route.profile.name
@@ -259,8 +280,9 @@ impl Issued {
         Handout {
             workspace: self.route.workspace.as_str(),
             profile: &self.route.profile.name,
-            bucket: &self.route.scope.bucket,
-            prefix: &self.route.scope.prefix,
+            bucket: &self.scope().bucket,
+            prefix: &self.scope().prefix,
+            source_identity: self.device().map(|d| d.key.as_str()),
             provider: self.route.profile.storage.provider.as_str(),
             access_key_id: self.access_key_id(),
             expire: self.expire(),
@@ -385,8 +407,14 @@ impl Gateway {
                 live.resolve(workspace.as_str()).await?
             }
         };
-        let issued = self.issue(route).await?;
-        issued.route.audit.record(issued.handout(), requester);
+        let issued = self.issue(route, requester).await?;
+        let audit = &issued.route.audit;
+        if audit.required() {
+            // Boxed: what only a required record needs is not carried by every request's future.
+            Box::pin(audit.record_required(issued.handout(), requester)).await?;
+        } else {
+            audit.record(issued.handout(), requester);
+        }
         telemetry::handout::log(&telemetry::handout::Line {
             requester,
             workspace: issued.workspace().as_str(),
@@ -403,7 +431,7 @@ impl Gateway {
     pub async fn for_workspace(&self, workspace: WorkspaceId) -> Result<Issued, Error> {
         let live = self.live.load_full();
         let route = live.resolve(workspace.as_str()).await?;
-        self.issue(route).await
+        self.issue(route, Requester::Token(CHECK_DEVICE)).await
     }
 
     /// Like [`Gateway::for_workspace`], from the profile named `profile` whatever the workspace
@@ -418,7 +446,7 @@ impl Gateway {
             let profile = live.profiles.get(profile)?.clone();
             live.new_route(workspace, profile, None)
         };
-        Some(self.issue(route).await)
+        Some(self.issue(route, Requester::Token(CHECK_DEVICE)).await)
     }
 
     /// The names of the profiles, `default` among them.
@@ -437,10 +465,24 @@ impl Gateway {
         Ok(live.resolve(id).await?.profile.name.to_string())
     }
 
-    /// The credential for a resolved workspace, from the cache.
-    async fn issue(&self, route: Arc<Route>) -> Result<Issued, Error> {
-        let lease = route.profile.cache.get(&route.scope).await?;
-        Ok(Issued { route, lease })
+    /// The credential for a resolved workspace, from the cache: the workspace's, or
+    /// `requester`'s own when the profile issues per device.
+    async fn issue(&self, route: Arc<Route>, requester: Requester<'_>) -> Result<Issued, Error> {
+        if !route.profile.per_device {
+            let lease = route.profile.cache.get(&route.scope).await?;
+            return Ok(Issued {
+                route,
+                lease,
+                device_scope: None,
+            });
+        }
+        let scope = route.profile.device_scope(&route, requester);
+        let lease = route.profile.cache.get(&scope).await?;
+        Ok(Issued {
+            route,
+            lease,
+            device_scope: Some(Box::new(scope)),
+        })
     }
 
     /// Checks the device registry's database query once (start-up).
@@ -710,14 +752,34 @@ impl Profile {
                 region: profile.region.clone(),
                 provider: sourced.issuer.provider(),
             },
+            per_device: profile.per_device,
         })
+    }
+
+    /// The scope of `requester`'s own credentials in the workspace of `route`.
+    fn device_scope(&self, route: &Route, requester: Requester<'_>) -> Scope {
+        let (id, front) = match requester {
+            Requester::Device(sn) => (sn, requester.front()),
+            Requester::Token(subject) => (subject, requester.front()),
+        };
+        let key = DeviceKey::new(id);
+        Scope {
+            bucket: self.bucket.clone(),
+            prefix: self.template.render(&route.workspace, Some(&key)).into(),
+            device: Some(Principal {
+                key,
+                front,
+                workspace: route.workspace.clone(),
+            }),
+        }
     }
 
     /// The scope of a workspace's credentials from this profile.
     fn scope(&self, workspace: &WorkspaceId) -> Scope {
         Scope {
             bucket: self.bucket.clone(),
-            prefix: self.template.render(workspace).into(),
+            prefix: self.template.render(workspace, None).into(),
+            device: None,
         }
     }
 }
@@ -788,7 +850,7 @@ mod tests {
         let prefix_of = |workspace: &str| {
             PrefixTemplate::parse(&config.storage.object_key_prefix)
                 .expect("template")
-                .render(&WorkspaceId::parse(workspace).expect("id"))
+                .render(&WorkspaceId::parse(workspace).expect("id"), None)
         };
 
         // Refused as before, and not kept.
@@ -959,5 +1021,85 @@ mod tests {
             assert_eq!(profile, if workspace == "ws-a" { "a" } else { "default" });
         }
         assert_eq!((calls("a"), calls("default")), (1, 1));
+    }
+
+    /// Per device: each device its own credential, prefix and source identity; a device asking
+    /// again is a cache hit; a herd of 1,000 requests from 100 devices makes 100 calls; a profile
+    /// that does not issue per device still gives every device of a workspace one credential.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn per_device_credentials_are_one_per_device_and_never_shared() {
+        let mut config = Config::default();
+        let mut per_device = config.storage.clone();
+        per_device.per_device = true;
+        per_device.object_key_prefix = "{workspace_id}/{device}".to_owned();
+        config.profiles.insert("fleet".to_owned(), per_device);
+        config
+            .workspaces
+            .profile
+            .insert("ws-fleet".to_owned(), "fleet".to_owned());
+        config.devices.default_workspace = Some("ws-fleet".to_owned());
+        config.limits.device_per_minute = 0;
+        config.limits.subject_per_minute = 0;
+        let (gateway, calls) = tagged(&config, &["default", "fleet"], Duration::from_millis(20));
+        let gateway = Arc::new(gateway);
+
+        let dock = |sn: &'static str| Request::Dock { sn };
+        let a = gateway.credentials(dock("DOCK-A")).await.expect("a");
+        let b = gateway.credentials(dock("DOCK-B")).await.expect("b");
+        assert_eq!(a.scope().prefix.as_ref(), "ws-fleet/DOCK-A");
+        assert_eq!(b.scope().prefix.as_ref(), "ws-fleet/DOCK-B");
+        assert_eq!(a.access_key_id(), "AK-fleet-ws-fleet/DOCK-A");
+        assert_ne!(a.access_key_id(), b.access_key_id());
+        let device = a.device().expect("per device");
+        assert_eq!(
+            (device.key.as_str(), device.front, device.workspace.as_str()),
+            ("DOCK-A", "mqtt", "ws-fleet")
+        );
+        // A pilot whose subject is a dock's serial number is another principal.
+        let named_like_a_dock = gateway
+            .credentials(Request::Pilot {
+                workspace: "ws-fleet",
+                subject: "DOCK-A",
+            })
+            .await
+            .expect("pilot");
+        assert_eq!(
+            named_like_a_dock.device().expect("per device").front,
+            "http"
+        );
+        assert!(!named_like_a_dock.cache_hit());
+        let again = gateway.credentials(dock("DOCK-A")).await.expect("a");
+        assert!(again.cache_hit());
+        assert_eq!(calls("fleet"), 3);
+
+        let mut herd = tokio::task::JoinSet::new();
+        for i in 0..1_000 {
+            let gateway = gateway.clone();
+            herd.spawn(async move {
+                let sn = format!("HERD-{:03}", i % 100);
+                let issued = gateway
+                    .credentials(Request::Dock { sn: &sn })
+                    .await
+                    .expect("issued");
+                assert_eq!(issued.scope().prefix.as_ref(), format!("ws-fleet/{sn}"));
+            });
+        }
+        while let Some(done) = herd.join_next().await {
+            done.expect("answered");
+        }
+        assert_eq!(calls("fleet"), 103, "one upstream call per device");
+
+        // The default profile issues per workspace: two pilots, one credential.
+        let one = gateway.credentials(pilot("ws-b")).await.expect("one");
+        let two = gateway
+            .credentials(Request::Pilot {
+                workspace: "ws-b",
+                subject: "other",
+            })
+            .await
+            .expect("two");
+        assert!(one.device().is_none());
+        assert_eq!(one.access_key_id(), two.access_key_id());
+        assert_eq!(calls("default"), 1);
     }
 }

@@ -21,6 +21,17 @@ use crate::config::StorageProfile;
 use crate::domain::ProviderKind;
 use crate::secret::Secret;
 
+/// The session tag naming a per-device credential's workspace.
+pub const TAG_WORKSPACE: &str = "stsgate-workspace";
+/// The session tag naming the front a per-device credential was asked through (`mqtt`, `http`).
+pub const TAG_FRONT: &str = "stsgate-front";
+
+/// What a role's trust policy must allow for per-device credentials, besides `sts:AssumeRole`.
+pub const SESSION_PERMISSIONS: [&str; 2] = ["sts:SetSourceIdentity", "sts:TagSession"];
+
+/// The hint of a refusal naming one of [`SESSION_PERMISSIONS`]; `stsgate check` recognises it.
+pub const PER_DEVICE_HINT: &str = "per-device credentials (storage.per_device) send SourceIdentity and session tags: the role's trust policy must allow sts:SetSourceIdentity and sts:TagSession to the service, beside sts:AssumeRole";
+
 /// MinIO ignores `RoleArn`, but the AWS API requires one.
 const MINIO_ROLE_ARN: &str = "arn:minio:iam:::role/stsgate";
 
@@ -92,7 +103,7 @@ impl Issuer for AwsSts {
 
     async fn issue(&self, request: &IssueRequest) -> Result<Credential, Error> {
         let duration = i32::try_from(request.duration.as_secs()).unwrap_or(i32::MAX);
-        let result = self
+        let mut call = self
             .client
             .assume_role()
             .role_arn(&self.role_arn)
@@ -102,9 +113,25 @@ impl Issuer for AwsSts {
                 policy::AWS_SESSION_NAME_MAX,
             ))
             .duration_seconds(duration)
-            .policy(policy::aws(&request.scope))
-            .send()
-            .await;
+            .policy(policy::aws(&request.scope));
+        // Per device, on AWS: the device as `SourceIdentity` (CloudTrail names it on every call
+        // the credential makes) and the workspace and front as session tags. MinIO ignores
+        // both (`reference/sts-providers.md`), so they are not sent there.
+        if let (Some(device), ProviderKind::Aws) = (&request.scope.device, self.kind) {
+            call = call.source_identity(device.key.as_str());
+            for (key, value) in [
+                (TAG_WORKSPACE, device.workspace.as_str()),
+                (TAG_FRONT, device.front),
+            ] {
+                let tag = aws_sdk_sts::types::Tag::builder()
+                    .key(key)
+                    .value(value)
+                    .build()
+                    .map_err(|e| Error::Internal(format!("session tag {key}: {e}")))?;
+                call = call.tags(tag);
+            }
+        }
+        let result = call.send().await;
         let output =
             result.map_err(|e| classify(self.kind, self.timeout, e).in_section(&self.section))?;
         tracing::debug!(provider = %self.kind, request_id = output.request_id().unwrap_or("-"), "AssumeRole succeeded");
@@ -151,13 +178,26 @@ fn classify(
             "the {kind} STS endpoint answered something that is not an STS response"
         )),
         SdkError::ServiceError(_) => {
-            service_error(kind, status.unwrap_or_default(), &code, &request_id)
+            let message = e.message().unwrap_or_default();
+            service_error(
+                kind,
+                status.unwrap_or_default(),
+                &code,
+                message,
+                &request_id,
+            )
         }
         _ => Error::Internal(format!("cannot build the AssumeRole request for {kind}")),
     }
 }
 
-fn service_error(kind: ProviderKind, status: u16, code: &str, request_id: &str) -> Error {
+fn service_error(
+    kind: ProviderKind,
+    status: u16,
+    code: &str,
+    message: &str,
+    request_id: &str,
+) -> Error {
     if code.starts_with("Throttling") || status == 429 {
         return Error::Throttled;
     }
@@ -172,6 +212,9 @@ fn service_error(kind: ProviderKind, status: u16, code: &str, request_id: &str) 
         ));
     }
     let hint = match code {
+        "AccessDenied" if SESSION_PERMISSIONS.iter().any(|p| message.contains(p)) => {
+            PER_DEVICE_HINT
+        }
         "AccessDenied" => {
             "the service may not assume the role: check the role's trust policy and the caller's sts:AssumeRole permission"
         }
@@ -196,4 +239,31 @@ fn service_error(kind: ProviderKind, status: u16, code: &str, request_id: &str) 
     Error::Rejected(format!(
         "{code} from {kind} STS (request id {request_id}): {hint}"
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_trust_policy_without_the_session_permissions_is_named_as_such() {
+        // The refusal's shape as AWS words it when the trust policy lacks the action.
+        for action in SESSION_PERMISSIONS {
+            let message = format!(
+                "User: arn:aws:iam::123456789012:user/stsgate is not authorized to perform: \
+                 {action} on resource: arn:aws:iam::210987654321:role/stsgate-upload"
+            );
+            let e = service_error(ProviderKind::Aws, 403, "AccessDenied", &message, "r-1");
+            assert!(e.to_string().contains(PER_DEVICE_HINT), "{e}");
+        }
+        let plain = service_error(
+            ProviderKind::Aws,
+            403,
+            "AccessDenied",
+            "User: arn:aws:iam::123456789012:user/stsgate is not authorized to perform: \
+             sts:AssumeRole on resource: arn:aws:iam::210987654321:role/stsgate-upload",
+            "r-2",
+        );
+        assert!(!plain.to_string().contains(PER_DEVICE_HINT), "{plain}");
+    }
 }

@@ -47,25 +47,38 @@ pub fn oss(scope: &Scope) -> String {
     .to_string()
 }
 
-/// A `RoleSessionName` valid for every provider: `stsgate-` and the prefix with every character
-/// outside `[A-Za-z0-9.@_-]` replaced by `-`, cut to `max` characters. It shows in the cloud
-/// account's audit trail (CloudTrail, ActionTrail), so it names the scope.
+/// A `RoleSessionName` valid for every provider, at most `max` characters of
+/// `[A-Za-z0-9.@_-]`: `stsgate-` and what the credential is for — the device's key for a
+/// per-device credential, else the prefix. When that does not fit or holds other characters,
+/// its safe characters are cut to fit and a hash of the whole is appended, so that two scopes
+/// never share a name (a name cut short would, for long workspace ids). It shows in the cloud
+/// account's audit trail (CloudTrail, ActionTrail).
 pub fn session_name(scope: &Scope, max: usize) -> String {
-    let cleaned: String = scope
-        .prefix
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || ".@_-".contains(c) {
-                c
-            } else {
-                '-'
-            }
-        })
+    let of = scope
+        .device
+        .as_ref()
+        .map_or(&*scope.prefix, |d| d.key.as_str());
+    let safe = |c: char| c.is_ascii_alphanumeric() || ".@_-".contains(c);
+    let name = format!("stsgate-{of}");
+    if name.len() <= max && of.chars().all(safe) {
+        return name;
+    }
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, of.as_bytes());
+    let hash: String = digest.as_ref()[..SESSION_HASH_HEX / 2]
+        .iter()
+        .map(|b| format!("{b:02x}"))
         .collect();
-    let mut name = format!("stsgate-{cleaned}");
-    name.truncate(max.max(2));
-    name
+    let keep = max.saturating_sub(SESSION_HASH_HEX + 1);
+    let readable: String = name
+        .chars()
+        .map(|c| if safe(c) { c } else { '-' })
+        .take(keep)
+        .collect();
+    format!("{readable}-{hash}")
 }
+
+/// Hex digits of the hash a changed session name ends with (48 bits).
+const SESSION_HASH_HEX: usize = 12;
 
 #[cfg(test)]
 mod tests {
@@ -76,6 +89,7 @@ mod tests {
         Scope {
             bucket: "media".into(),
             prefix: prefix.into(),
+            device: None,
         }
     }
 
@@ -100,7 +114,14 @@ mod tests {
         // The longest bucket (63) and a template with a long literal part around the longest id.
         let long = Scope {
             bucket: "b".repeat(63).into(),
-            prefix: format!("{}/{}", "p".repeat(100), "w".repeat(MAX_WORKSPACE_LEN)).into(),
+            prefix: format!(
+                "{}/{}/{}",
+                "p".repeat(100),
+                "w".repeat(MAX_WORKSPACE_LEN),
+                "d".repeat(crate::domain::MAX_DEVICE_KEY_LEN)
+            )
+            .into(),
+            device: None,
         };
         assert!(aws(&long).len() <= AWS_POLICY_MAX, "{}", aws(&long).len());
         assert!(oss(&long).len() <= ALI_POLICY_MAX, "{}", oss(&long).len());
@@ -126,25 +147,50 @@ mod tests {
     }
 
     #[test]
-    fn session_names_are_valid_everywhere() {
+    fn session_names_are_valid_everywhere_and_never_shared() {
         let uuid = "e3dea0f5-37f2-4d79-ae58-490af3228069";
         assert_eq!(
             session_name(&scope(uuid), AWS_SESSION_NAME_MAX),
             format!("stsgate-{uuid}")
         );
-        assert_eq!(
-            session_name(&scope("media/ws 1+x"), AWS_SESSION_NAME_MAX),
-            "stsgate-media-ws-1-x"
-        );
-        let long = scope(&format!("{}/{uuid}", "x".repeat(80)));
+        let changed = session_name(&scope("media/ws 1+x"), AWS_SESSION_NAME_MAX);
+        assert!(changed.starts_with("stsgate-media-ws-1-x-"), "{changed}");
+        let long = |tail: &str| scope(&format!("{}/{uuid}{tail}", "x".repeat(80)));
+        let device = |id: &str| Scope {
+            device: Some(crate::domain::Principal {
+                key: crate::domain::DeviceKey::new(id),
+                front: "mqtt",
+                workspace: crate::domain::WorkspaceId::parse("ws").expect("id"),
+            }),
+            ..scope("ws")
+        };
         for max in [AWS_SESSION_NAME_MAX, ALI_SESSION_NAME_MAX] {
-            let name = session_name(&long, max);
-            assert!((2..=max).contains(&name.len()), "{name}");
-            assert!(
-                name.chars()
-                    .all(|c| c.is_ascii_alphanumeric() || ".@_-".contains(c)),
-                "{name}"
-            );
+            let names = [
+                session_name(&long("a"), max),
+                session_name(&long("b"), max),
+                // a uuid (36) does not fit Alibaba's 32 with `stsgate-`
+                session_name(&scope(uuid), max),
+                session_name(&scope("e3dea0f5-37f2-4d79-ae58-490af3228070"), max),
+                session_name(&device("4TADKAQ000002J"), max),
+                session_name(&device("4TADKAQ000002K"), max),
+                session_name(&device(&"x".repeat(70)), max),
+                session_name(&device(&"x".repeat(71)), max),
+            ];
+            for name in &names {
+                assert!((2..=max).contains(&name.len()), "{name}");
+                assert!(
+                    name.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || ".@_-".contains(c)),
+                    "{name}"
+                );
+            }
+            let distinct: std::collections::HashSet<_> = names.iter().collect();
+            assert_eq!(distinct.len(), names.len(), "{names:?}");
         }
+        assert_eq!(
+            session_name(&device("4TADKAQ000002J"), ALI_SESSION_NAME_MAX),
+            "stsgate-4TADKAQ000002J",
+            "a serial number is named as it is"
+        );
     }
 }

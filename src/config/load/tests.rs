@@ -610,3 +610,41 @@ fn a_log_filter_that_logs_nothing_or_does_not_parse_is_refused() {
         assert!(c.is_ok(), "{filter}: {c:?}");
     }
 }
+
+#[test]
+fn a_device_prefix_needs_per_device_and_a_required_audit_needs_a_path() {
+    let err = load(&Sources {
+        env: env(&[
+            (
+                "STSGATE_STORAGE__OBJECT_KEY_PREFIX",
+                "{workspace_id}/{device}",
+            ),
+            ("STSGATE_AUDIT__REQUIRED", "true"),
+        ]),
+        ..Sources::default()
+    })
+    .expect_err("refused")
+    .to_string();
+    assert!(
+        err.contains("storage.object_key_prefix") && err.contains("storage.per_device = true"),
+        "{err}"
+    );
+    assert!(
+        err.contains("audit.required") && err.contains("needs audit.path"),
+        "{err}"
+    );
+    let c = load(&Sources {
+        env: env(&[
+            (
+                "STSGATE_STORAGE__OBJECT_KEY_PREFIX",
+                "{workspace_id}/{device}",
+            ),
+            ("STSGATE_STORAGE__PER_DEVICE", "true"),
+            ("STSGATE_AUDIT__REQUIRED", "true"),
+            ("STSGATE_AUDIT__PATH", "/var/log/stsgate/audit.jsonl"),
+        ]),
+        ..Sources::default()
+    })
+    .expect("valid");
+    assert!(c.storage.per_device && c.audit.required);
+}

@@ -292,6 +292,7 @@ mod tests {
             scope: Scope {
                 bucket: "media".into(),
                 prefix: prefix.into(),
+                device: None,
             },
             duration: Duration::from_secs(secs),
         }

@@ -213,6 +213,11 @@ pub fn build_request(
     if let Some(id) = external_id {
         form.insert(1, ("ExternalId".to_owned(), id.to_owned()));
     }
+    // Per device: the device as `SourceIdentity` (condition key `sts:SourceIdentity`; Alibaba's
+    // AssumeRole takes no session tags).
+    if let Some(device) = &request.scope.device {
+        form.push(("SourceIdentity".to_owned(), device.key.as_str().to_owned()));
+    }
     let all: Vec<(&str, &str)> = query
         .iter()
         .chain(form.iter())

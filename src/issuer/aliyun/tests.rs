@@ -11,6 +11,7 @@ fn request() -> IssueRequest {
         scope: Scope {
             bucket: "media".into(),
             prefix: "e3dea0f5-37f2-4d79-ae58-490af3228069".into(),
+            device: None,
         },
         duration: Duration::from_secs(3600),
     }
