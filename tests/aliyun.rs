@@ -54,6 +54,11 @@ async fn fake_sts(answer: Answer) -> (String, Recorded) {
 }
 
 async fn service(sts: &str) -> TestService {
+    options(sts).start().await
+}
+
+/// The service's options for the `ali` provider with `sts` as its STS endpoint.
+fn options(sts: &str) -> Options {
     Options::default()
         .env("STSGATE_STORAGE__PROVIDER", "ali")
         .env("STSGATE_STORAGE__REGION", "cn-hangzhou")
@@ -62,8 +67,20 @@ async fn service(sts: &str) -> TestService {
         .env("STSGATE_STORAGE__ROLE_ARN", ROLE)
         .env("STSGATE_STORAGE__ACCESS_KEY_ID", "testid")
         .env("STSGATE_STORAGE__SECRET_ACCESS_KEY", SECRET)
-        .start()
-        .await
+}
+
+/// What Python makes of a recorded request: `OK` when its signature is as documented, then the
+/// role ARN it read.
+fn verify(query: &str, form: &str) -> String {
+    let out = std::process::Command::new("python3")
+        .args(["-c", VERIFY, query, form, SECRET])
+        .output()
+        .expect("python3");
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
 }
 
 const VERIFY: &str = r#"
@@ -100,15 +117,10 @@ async fn assume_role_is_signed_as_documented_and_devices_get_oss_settings() {
     );
 
     let (query, form) = recorded.lock().unwrap()[0].clone();
-    let out = std::process::Command::new("python3")
-        .args(["-c", VERIFY, &query, &form, SECRET])
-        .output()
-        .expect("python3");
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = verify(&query, &form);
     assert!(
         stdout.starts_with("OK"),
-        "{stdout}{}\nquery: {query}\nform: {form}",
-        String::from_utf8_lossy(&out.stderr)
+        "{stdout}\nquery: {query}\nform: {form}"
     );
     assert!(
         stdout.contains(ROLE),
@@ -221,14 +233,7 @@ async fn a_cached_credential_is_served_while_the_upstream_is_down() {
 #[tokio::test]
 async fn a_per_device_credential_carries_the_device_as_source_identity() {
     let (url, recorded) = fake_sts(Answer::Credentials).await;
-    let svc = Options::default()
-        .env("STSGATE_STORAGE__PROVIDER", "ali")
-        .env("STSGATE_STORAGE__REGION", "cn-hangzhou")
-        .env("STSGATE_STORAGE__BUCKET", "dji-media")
-        .env("STSGATE_STORAGE__STS_ENDPOINT", &url)
-        .env("STSGATE_STORAGE__ROLE_ARN", ROLE)
-        .env("STSGATE_STORAGE__ACCESS_KEY_ID", "testid")
-        .env("STSGATE_STORAGE__SECRET_ACCESS_KEY", SECRET)
+    let svc = options(&url)
         .env("STSGATE_STORAGE__PER_DEVICE", "true")
         .env(
             "STSGATE_STORAGE__OBJECT_KEY_PREFIX",
@@ -243,11 +248,7 @@ async fn a_per_device_credential_carries_the_device_as_source_identity() {
         "{reply}"
     );
     let (query, form) = recorded.lock().unwrap()[0].clone();
-    let out = std::process::Command::new("python3")
-        .args(["-c", VERIFY, &query, &form, SECRET])
-        .output()
-        .expect("python3");
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = verify(&query, &form);
     assert!(stdout.starts_with("OK"), "{stdout}\nform: {form}");
     assert!(form.contains("SourceIdentity=ALIDOCK1"), "{form}");
     assert!(form.contains("RoleSessionName=stsgate-ALIDOCK1"), "{form}");

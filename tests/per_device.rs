@@ -11,7 +11,7 @@ mod common;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{Moto, Options, device_s3, device_upload, storage_config_get};
+use common::{Moto, Options, TestService, device_s3, device_upload, storage_config_get};
 use serde_json::Value;
 
 /// A proxy in front of moto's STS that records every request's form body.
@@ -58,6 +58,13 @@ fn field<'a>(fields: &'a [(String, String)], name: &str) -> Option<&'a str> {
         .iter()
         .find(|(k, _)| k == name)
         .map(|(_, v)| v.as_str())
+}
+
+/// A dock connected as `sn` and its answer to one `storage_config_get`.
+async fn ask_as(svc: &TestService, sn: &str) -> (common::Dock, Value) {
+    let mut dock = svc.dock(sn).await;
+    let reply = dock.request(&storage_config_get(sn, "1")).await;
+    (dock, reply)
 }
 
 /// The audit file's records.
@@ -112,10 +119,8 @@ ws-fleet = "fleet"
         .start()
         .await;
 
-    let mut dock_a = svc.dock("DOCKA0001").await;
-    let mut dock_b = svc.dock("DOCKB0002").await;
-    let a = dock_a.request(&storage_config_get("a", "1")).await;
-    let b = dock_b.request(&storage_config_get("b", "1")).await;
+    let (mut dock_a, a) = ask_as(&svc, "DOCKA0001").await;
+    let (_, b) = ask_as(&svc, "DOCKB0002").await;
     let (a, b) = (&a["data"]["output"], &b["data"]["output"]);
     assert_eq!(a["object_key_prefix"], "ws-fleet/DOCKA0001", "{a}");
     assert_eq!(b["object_key_prefix"], "ws-fleet/DOCKB0002", "{b}");
@@ -225,10 +230,8 @@ async fn a_devices_credential_writes_under_its_own_prefix_and_no_other_devices()
         )
         .start()
         .await;
-    let mut dock_a = svc.dock("DOCKA0001").await;
-    let mut dock_b = svc.dock("DOCKB0002").await;
-    let a = dock_a.request(&storage_config_get("a", "1")).await;
-    let b = dock_b.request(&storage_config_get("b", "1")).await;
+    let (_, a) = ask_as(&svc, "DOCKA0001").await;
+    let (_, b) = ask_as(&svc, "DOCKB0002").await;
     let (a, b) = (&a["data"]["output"], &b["data"]["output"]);
     assert_eq!(a["object_key_prefix"], "default/DOCKA0001", "{a}");
 

@@ -758,11 +758,8 @@ impl Profile {
 
     /// The scope of `requester`'s own credentials in the workspace of `route`.
     fn device_scope(&self, route: &Route, requester: Requester<'_>) -> Scope {
-        let (id, front) = match requester {
-            Requester::Device(sn) => (sn, requester.front()),
-            Requester::Token(subject) => (subject, requester.front()),
-        };
-        let key = DeviceKey::new(id);
+        let (Requester::Device(id) | Requester::Token(id)) = requester;
+        let (key, front) = (DeviceKey::new(id), requester.front());
         Scope {
             bucket: self.bucket.clone(),
             prefix: self.template.render(&route.workspace, Some(&key)).into(),
